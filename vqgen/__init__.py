@@ -1,0 +1,24 @@
+"""vqgen: text to image with VQ-Diffusion, exact to the reference and faster.
+
+    import vqgen
+    pipe = vqgen.load("microsoft/vq-diffusion-ithq")   # or a local model folder
+    result = pipe("a red bus", seed=42)
+    result.images[0].save("bus.png")
+
+Heavy modules (torch, transformers) load on first use, so `import vqgen` and `vqgen --help` stay fast.
+"""
+
+__version__ = "0.1.0"
+
+
+def load(model: str = None, *, device: str = "auto", dtype: str | None = None, **resolve_options):
+    """A ready Pipeline for a local model folder or a Hub repo id (default: the ITHQ model)."""
+    from . import defaults
+    from .hub import resolve_model
+    from .pipeline import Pipeline
+
+    folder = resolve_model(model or defaults.MODEL, **resolve_options)
+    return Pipeline.from_folder(folder, device=device, dtype=dtype)
+
+
+__all__ = ["__version__", "load"]

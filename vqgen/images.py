@@ -1,0 +1,67 @@
+"""Writing images: safe names from prompts, paths for -n images, and atomic saves.
+
+A file is written under a temporary name in its final folder and renamed into place, so an
+interrupted run never leaves a half-written image under a real name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+
+from . import defaults
+from .errors import UsageError
+
+IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def slugify(text: str, max_chars: int = defaults.SLUG_MAX_CHARS) -> str:
+    """A short, safe file-name stem from a prompt: ASCII letters, digits and dashes only, so a
+    prompt can never name a folder, a hidden file or a device."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:max_chars].rstrip("-") or "image"
+
+
+def output_paths(output: str | None, prompt: str, count: int) -> list[Path]:
+    """-o FILE (or a name from the prompt); with count > 1, FILE-0.png, FILE-1.png, ..."""
+    path = Path(output).expanduser() if output else Path(slugify(prompt) + ".png")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if path.suffix:
+            raise UsageError(f"output {str(path)!r} has an unknown image type; end it in .png (or .jpg, .webp)")
+        path = path.with_suffix(".png")
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
+
+
+def prepare_folder(path: Path) -> None:
+    """Create the parent folders of an output file and check we can write there, before any work."""
+    if path.is_dir():
+        raise UsageError(f"output {str(path)!r} is a folder; give a file name such as {str(path / 'image.png')!r}")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create output folder {str(folder)!r} ({e.strerror}); choose another -o") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to {str(folder)!r} (permission denied); choose another -o")
+
+
+def save_atomic(image, path: Path, pnginfo=None) -> Path:
+    """Save a PIL image to path via a temporary file in the same folder and a rename."""
+    fmt = IMAGE_SUFFIXES[path.suffix.lower()]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=fmt, **({"pnginfo": pnginfo} if pnginfo is not None and fmt == "PNG" else {}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

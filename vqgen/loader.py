@@ -1,0 +1,151 @@
+"""A VQ-Diffusion model folder -> ready modules (SPEC section 1).
+
+Accepts both layouts: the folder as published for microsoft/vq-diffusion-ithq (fp32 pickles, fp16
+safetensors variants, old VAE attention names, "text_model."-prefixed CLIP keys, a "vq_diffusion"
+library name in model_index.json, no norm_type in the transformer config) and what diffusers'
+save_pretrained writes today. Modules are built on the meta device and the weights assigned
+straight in their final dtype and device, so no second copy of the weights ever exists.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import ScheduleConfig, TransformerConfig, VQVAEConfig, read_json
+from .errors import CheckpointError
+from .schedule import NoiseSchedule
+from .text_encoder import TextEncoder
+from .transformer import DiscreteTransformer
+from .vqvae import VQVAE
+
+PIPELINE_CLASS = "VQDiffusionPipeline"
+NULL_FOLDER = "learned_classifier_free_sampling_embeddings"
+
+
+@dataclass
+class Components:
+    text_encoder: TextEncoder
+    transformer: DiscreteTransformer
+    vqvae: VQVAE
+    schedule: NoiseSchedule
+    weight_files: dict[str, str]  # component -> file actually read
+
+
+def check_model_folder(folder: Path) -> dict:
+    """model_index.json of a VQ-Diffusion folder, or a one-line error saying what is wrong."""
+    if not folder.exists():
+        raise CheckpointError(f"model folder {folder} does not exist; pass a VQ-Diffusion model folder or a Hub repo id")
+    if not folder.is_dir():
+        raise CheckpointError(f"model {folder} is a file, not a folder; pass the folder that holds model_index.json")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise CheckpointError(f"model folder {folder} is not readable; check its permissions")
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise CheckpointError(f"{folder} is not a VQ-Diffusion model folder: model_index.json is missing")
+    index = read_json(index_path, "model_index.json")
+    if index.get("_class_name") != PIPELINE_CLASS:
+        raise CheckpointError(f"{folder} holds a {index.get('_class_name')!r}, not a {PIPELINE_CLASS}; vqgen runs VQ-Diffusion models only")
+    return index
+
+
+def read_schedule_config(folder: Path) -> ScheduleConfig:
+    return ScheduleConfig.from_json(read_json(folder / "scheduler" / "scheduler_config.json", "scheduler"))
+
+
+def _build(module_cls, cfg):
+    with torch.device("meta"):
+        return module_cls(cfg)
+
+
+def load_transformer(folder: Path, device, dtype, files: dict) -> DiscreteTransformer:
+    sub = folder / "transformer"
+    cfg = TransformerConfig.from_json(read_json(sub / "config.json", "transformer"))
+    model = _build(DiscreteTransformer, cfg)
+    path = ckpt.find_weights(sub, ckpt.DIFFUSERS_STEMS, dtype, "transformer")
+    state = ckpt.rename(ckpt.read_weights(path, "transformer"), ckpt.TRANSFORMER_RULES)
+    ckpt.assign(model, state, "transformer", path, device, dtype)
+    files["transformer"] = str(path)
+    return model.eval()
+
+
+def load_vqvae(folder: Path, device, dtype, files: dict) -> VQVAE:
+    sub = folder / "vqvae"
+    cfg = VQVAEConfig.from_json(read_json(sub / "config.json", "vqvae"))
+    model = _build(VQVAE, cfg)
+    path = ckpt.find_weights(sub, ckpt.DIFFUSERS_STEMS, dtype, "vqvae")
+    state = ckpt.rename(ckpt.read_weights(path, "vqvae"), ckpt.VQVAE_RULES)
+    ckpt.assign(model, state, "vqvae", path, device, dtype)
+    files["vqvae"] = str(path)
+    return model.eval()
+
+
+def load_text_encoder(folder: Path, device, dtype, files: dict) -> TextEncoder:
+    # transformers is imported here, not at module level: it is the slowest import of all.
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    sub = folder / "text_encoder"
+    tok_dir = folder / "tokenizer"
+    has_bpe = (tok_dir / "vocab.json").is_file() and (tok_dir / "merges.txt").is_file()
+    if not has_bpe and not (tok_dir / "tokenizer.json").is_file():
+        raise CheckpointError(f"tokenizer: {tok_dir} has neither tokenizer.json nor vocab.json + merges.txt; re-download the model")
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+        config = CLIPTextConfig.from_dict(read_json(sub / "config.json", "text_encoder"))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"text encoder: cannot read its config or tokenizer ({str(e).splitlines()[0][:100]})") from None
+    with torch.device("meta"):
+        model = CLIPTextModel(config)
+    path = ckpt.find_weights(sub, ckpt.TRANSFORMERS_STEMS, dtype, "text_encoder")
+    state = ckpt.rename(ckpt.read_weights(path, "text_encoder"), ckpt.TEXT_RULES)
+    ckpt.assign(model, state, "text_encoder", path, device, dtype, ignored=ckpt.TEXT_IGNORED)
+    # position_ids is a non-persistent buffer: rebuild it where the meta construction left it empty.
+    for name, buf in list(model.named_buffers()):
+        if buf.is_meta:
+            if not name.endswith("position_ids"):
+                raise CheckpointError(f"text_encoder: buffer {name!r} is not in the checkpoint")
+            owner = model.get_submodule(name.rsplit(".", 1)[0])
+            owner.register_buffer("position_ids", torch.arange(buf.shape[-1], device=device).expand(buf.shape), persistent=False)
+    files["text_encoder"] = str(path)
+    return TextEncoder(tokenizer, model.eval(), load_learned_null(folder, device, dtype, files))
+
+
+def load_learned_null(folder: Path, device, dtype, files: dict) -> torch.Tensor | None:
+    """The learned (L, E) guidance embedding, or None when the model has none (then CLIP("") is used)."""
+    sub = folder / NULL_FOLDER
+    if not (sub / "config.json").is_file():
+        return None
+    cfg = read_json(sub / "config.json", NULL_FOLDER)
+    if not cfg.get("learnable", False):
+        return None
+    path = ckpt.find_weights(sub, ckpt.DIFFUSERS_STEMS, dtype, NULL_FOLDER)
+    state = ckpt.read_weights(path, NULL_FOLDER)
+    expected = (cfg.get("length"), cfg.get("hidden_size"))
+    if set(state) != {"embeddings"} or tuple(state["embeddings"].shape) != expected:
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        raise CheckpointError(f"{NULL_FOLDER}: {path.name} should hold one tensor 'embeddings' of shape {expected}, found {got}")
+    files[NULL_FOLDER] = str(path)
+    return state["embeddings"].to(device=device, dtype=dtype)
+
+
+def load_components(folder: Path, device: torch.device, dtype: torch.dtype) -> Components:
+    folder = Path(folder)
+    check_model_folder(folder)
+    files: dict[str, str] = {}
+    schedule = NoiseSchedule(read_schedule_config(folder))
+    transformer = load_transformer(folder, device, dtype, files)
+    if schedule.num_classes != transformer.cfg.num_classes:
+        raise CheckpointError(
+            f"scheduler has {schedule.num_classes} classes but the transformer {transformer.cfg.num_classes}; the model folder is inconsistent"
+        )
+    vqvae = load_vqvae(folder, device, dtype, files)
+    if vqvae.cfg.num_codes != transformer.cfg.num_classes - 1:
+        raise CheckpointError(
+            f"vqvae has {vqvae.cfg.num_codes} codes but the transformer predicts {transformer.cfg.num_classes - 1}; the model folder is inconsistent"
+        )
+    text_encoder = load_text_encoder(folder, device, dtype, files)
+    return Components(text_encoder, transformer, vqvae, schedule, files)

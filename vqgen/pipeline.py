@@ -1,0 +1,151 @@
+"""Text -> image: the generation loop over the loaded components.
+
+    pipe = vqgen.load("path/or/repo-id")
+    images = pipe("a red bus", seed=42, num_images=2)   # list of PIL images
+
+Image i of a call uses seed + i and its own random generator, so every image can be reproduced
+alone and equals what the reference makes for that seed with batch size one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import defaults
+from .device import resolve_device, resolve_dtype
+from .errors import UsageError
+from .loader import Components, load_components
+from .sampling import apply_guidance, gumbel_sample, posterior_logits, truncate
+from .schedule import SCHEDULES, timesteps_for
+from .vqvae import to_uint8
+
+StepCallback = Callable[[int, int], None]  # (steps done, total steps)
+
+
+@dataclass
+class Settings:
+    """What decides an image besides the prompt and the seed. Defaults live in defaults.py."""
+
+    steps: int | None = defaults.STEPS
+    guidance: float = defaults.GUIDANCE
+    truncation: float = defaults.TRUNCATION
+    schedule: str = "strided"
+
+    def validate(self, num_timesteps: int) -> None:
+        if self.steps is not None and not 1 <= self.steps <= num_timesteps:
+            raise UsageError(f"--steps {self.steps} is out of range: this model's chain has {num_timesteps} steps; use 1..{num_timesteps}")
+        if not 0 < self.truncation <= 1:
+            raise UsageError(f"--truncation {self.truncation} is out of range; use a value in (0, 1], e.g. 0.86 or 1.0")
+        if not self.guidance >= 0:
+            raise UsageError(f"--guidance {self.guidance} is negative; use 0 or more (1 turns guidance off, 5 is the default)")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+
+
+def random_seed() -> int:
+    return secrets.randbits(32)
+
+
+@dataclass
+class Generation:
+    images: list  # PIL images
+    seeds: list[int]
+    prompts: list[str]
+    settings: Settings
+    timesteps: list[int]
+    warnings: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, components: Components, device: torch.device, dtype: torch.dtype, source: str):
+        self.c = components
+        self.device, self.dtype, self.source = device, dtype, source
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str = defaults.DEVICE, dtype: str | None = defaults.DTYPE) -> Pipeline:
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        return cls(load_components(Path(folder), dev, dt), dev, dt, str(folder))
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.c.schedule.num_timesteps
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        cfg, s = self.c.transformer.cfg, self.c.vqvae.cfg.scale
+        return cfg.width * s, cfg.height * s
+
+    def __call__(self, prompt: str | list[str], *, seed: int | None = None, num_images: int = defaults.NUM_IMAGES,
+                 on_step: StepCallback | None = None, **settings) -> Generation:
+        """One prompt (num_images of it, seeds seed, seed+1, ...) or a list of prompts (one image each,
+        seeds seed, seed+1, ...)."""
+        prompts = [prompt] * num_images if isinstance(prompt, str) else list(prompt)
+        if num_images < 1:
+            raise UsageError(f"-n {num_images}: the number of images must be at least 1")
+        base = random_seed() if seed is None else int(seed)
+        return self.generate(prompts, [base + i for i in range(len(prompts))], Settings(**settings), on_step=on_step)
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], seeds: list[int], settings: Settings, on_step: StepCallback | None = None) -> Generation:
+        """Images for prompts[i] with seeds[i], all run through the network together."""
+        settings.validate(self.num_timesteps)
+        tokens, timesteps, warnings = self.generate_tokens(prompts, seeds, settings, on_step)
+        images = self.decode(tokens)
+        return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings)
+
+    def generate_tokens(self, prompts, seeds, settings: Settings, on_step=None):
+        c, device = self.c, self.device
+        cfg = c.transformer.cfg
+        B = len(prompts)
+        guided = settings.guidance > 1.0
+
+        # 1. Text, once per distinct prompt; the guidance null once.
+        unique = list(dict.fromkeys(prompts))
+        encoded = c.text_encoder.encode(unique)
+        by_prompt = dict(zip(unique, encoded.embeddings))
+        text = torch.stack([by_prompt[p] for p in prompts])  # (B, L, E)
+        warnings = [f"prompt longer than {c.text_encoder.length} tokens; its end is ignored (as the reference does): {p[:60]!r}"
+                    for p in encoded.truncated]
+        if guided:
+            text = torch.cat([c.text_encoder.null().expand_as(text), text])  # [uncond x B ; cond x B]
+
+        # 2. Cross-attention keys/values of the text: fixed for the whole chain.
+        memory = c.transformer.text_memory(text)
+
+        # 3. Which timesteps, and the transition tables for each jump, all on the device up front.
+        steps = settings.steps or self.num_timesteps
+        timesteps = timesteps_for(settings.schedule, self.num_timesteps, steps)
+        transitions = c.schedule.transitions(timesteps, timesteps[1:] + [-1])
+        transitions = [type(tr)(*(v.to(device) for v in vars(tr).values())) for tr in transitions]
+        t_tensors = [torch.tensor(t, device=device) for t in timesteps]
+        generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+        # 4. The reverse chain from all masks.
+        x = torch.full((B, cfg.num_tokens), cfg.mask_id, dtype=torch.long, device=device)
+        for i, t in enumerate(t_tensors):
+            logp = c.transformer(torch.cat([x, x]) if guided else x, t, memory)  # (B or 2B, K-1, N)
+            if guided:
+                logp = apply_guidance(logp, settings.guidance)
+            logp = truncate(logp, settings.truncation)
+            last = i == len(t_tensors) - 1
+            logits = logp if last else posterior_logits(logp, x, transitions[i])
+            x = gumbel_sample(logits, generators)
+            if on_step is not None:
+                on_step(i + 1, len(t_tensors))
+        return x, timesteps, warnings
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor) -> list:
+        from PIL import Image
+
+        cfg = self.c.transformer.cfg
+        # One image at a time, like the reference: convolution kernels may pick a different
+        # algorithm (and different last bits) for a different batch size.
+        return [Image.fromarray(to_uint8(self.c.vqvae.decode(row[None], cfg.height, cfg.width))[0].cpu().numpy())
+                for row in tokens]
