@@ -17,8 +17,8 @@ def load(model: str = None, *, device: str = "auto", dtype: str | None = None, *
     from .hub import resolve_model
     from .pipeline import Pipeline
 
-    folder = resolve_model(model or defaults.MODEL, **resolve_options)
-    return Pipeline.from_folder(folder, device=device, dtype=dtype)
+    resolved = resolve_model(model or defaults.MODEL, **resolve_options)
+    return Pipeline.from_folder(resolved.path, device=device, dtype=dtype, resolved=resolved)
 
 
 __all__ = ["__version__", "load"]

@@ -11,6 +11,11 @@ TRUNCATION = 1.0
 # reference and vqgen agree bit for bit under every schedule.
 STEPS = None
 
+# strided: S steps spread over the whole chain (exact multi-step posterior); see schedule.py.
+SCHEDULE = "strided"
+SAMPLER = "posterior"
+PURITY_WEIGHT = 1.0
+
 NUM_IMAGES = 1
 DEVICE = "auto"
 DTYPE = None  # None: float32 on CPU, float16 on CUDA/MPS (see device.py)

@@ -19,11 +19,13 @@ import torch
 from . import defaults
 from .device import resolve_device, resolve_dtype
 from .errors import UsageError
+from .hub import ResolvedModel
 from .loader import Components, load_components
 from .sampling import apply_guidance, gumbel_sample, posterior_logits, truncate
 from .schedule import SCHEDULES, timesteps_for
 from .vqvae import to_uint8
 
+SAMPLERS = ("posterior", "purity")
 StepCallback = Callable[[int, int], None]  # (steps done, total steps)
 
 
@@ -34,7 +36,9 @@ class Settings:
     steps: int | None = defaults.STEPS
     guidance: float = defaults.GUIDANCE
     truncation: float = defaults.TRUNCATION
-    schedule: str = "strided"
+    schedule: str = defaults.SCHEDULE
+    sampler: str = defaults.SAMPLER
+    purity_weight: float = defaults.PURITY_WEIGHT
 
     def validate(self, num_timesteps: int) -> None:
         if self.steps is not None and not 1 <= self.steps <= num_timesteps:
@@ -45,6 +49,10 @@ class Settings:
             raise UsageError(f"--guidance {self.guidance} is negative; use 0 or more (1 turns guidance off, 5 is the default)")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
+        if not self.purity_weight >= 0:
+            raise UsageError(f"--purity-weight {self.purity_weight} is negative; use 0 or more (1 is the published choice)")
 
 
 def random_seed() -> int:
@@ -62,15 +70,17 @@ class Generation:
 
 
 class Pipeline:
-    def __init__(self, components: Components, device: torch.device, dtype: torch.dtype, source: str):
+    def __init__(self, components: Components, device: torch.device, dtype: torch.dtype, model: ResolvedModel):
         self.c = components
-        self.device, self.dtype, self.source = device, dtype, source
+        self.device, self.dtype, self.model = device, dtype, model
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str = defaults.DEVICE, dtype: str | None = defaults.DTYPE) -> Pipeline:
+    def from_folder(cls, folder: str | Path, device: str = defaults.DEVICE, dtype: str | torch.dtype | None = defaults.DTYPE,
+                    resolved: ResolvedModel | None = None) -> Pipeline:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        return cls(load_components(Path(folder), dev, dt), dev, dt, str(folder))
+        resolved = resolved or ResolvedModel(path=Path(folder), name=str(folder))
+        return cls(load_components(Path(folder), dev, dt), dev, dt, resolved)
 
     @property
     def num_timesteps(self) -> int:

@@ -36,6 +36,8 @@ def generate(
     guidance: float = typer.Option(defaults.GUIDANCE, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off (half the work per step)."),
     truncation: float = typer.Option(defaults.TRUNCATION, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1]."),
     schedule: str = typer.Option("strided", "--schedule", help="strided: S steps spread over the whole chain; diffusers: the reference's last S steps."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch, tag or commit of --model."),
+    offline: bool = typer.Option(False, "--offline", help="Use only the local cache; never touch the network (also HF_HUB_OFFLINE=1)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (image i uses seed+i). Random when absent, and reported."),
     num_images: int = typer.Option(defaults.NUM_IMAGES, "--num-images", "-n", help="How many images."),
     device: str = typer.Option(defaults.DEVICE, "--device", help="auto, cpu, cuda, cuda:N or mps."),
@@ -64,11 +66,11 @@ def generate(
 
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    folder = resolve_model(model)
-    check_model_folder(folder)
-    settings.validate(read_schedule_config(folder).num_timesteps)
+    resolved = resolve_model(model, revision=revision, offline=offline or None, quiet=quiet)
+    check_model_folder(resolved.path)
+    settings.validate(read_schedule_config(resolved.path).num_timesteps)
     with status(f"loading {model}", quiet):
-        pipe = Pipeline.from_folder(folder, device=str(dev), dtype=dt)
+        pipe = Pipeline.from_folder(resolved.path, device=str(dev), dtype=dt, resolved=resolved)
 
     # 3. Generate in chunks, writing each image as soon as it exists.
     seeds = [seed + i for i in range(num_images)]
