@@ -29,6 +29,8 @@ def slugify(text: str, max_chars: int = defaults.SLUG_MAX_CHARS) -> str:
 def output_paths(output: str | None, prompt: str, count: int) -> list[Path]:
     """-o FILE (or a name from the prompt); with count > 1, FILE-0.png, FILE-1.png, ..."""
     path = Path(output).expanduser() if output else Path(slugify(prompt) + ".png")
+    if path.is_dir():
+        raise UsageError(f"output {str(path)!r} is a folder; give a file name such as {str(path / 'image.png')!r}")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         if path.suffix:
             raise UsageError(f"output {str(path)!r} has an unknown image type; end it in .png (or .jpg, .webp)")
@@ -43,6 +45,8 @@ def prepare_folder(path: Path) -> None:
     if path.is_dir():
         raise UsageError(f"output {str(path)!r} is a folder; give a file name such as {str(path / 'image.png')!r}")
     folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"cannot create output folder {str(folder)!r}: a file has that name; choose another -o")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

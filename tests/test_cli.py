@@ -1,0 +1,155 @@
+"""The `vqgen` command as a user runs it: outputs, stdout/stderr discipline, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vqgen.cli import main
+
+import tiny_checkpoint as tc
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, out, err, *needles):
+    assert code != 0
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vqgen: error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_default_command_equals_generate_and_matches_reference(capsys, tmp_path, ithq_folder, ref_pipe, reference):
+    code, out, err = run(capsys, "a red bus", "-m", ithq_folder, "-o", tmp_path / "a.png", "--seed", 3)
+    assert code == 0, err
+    assert out.splitlines() == [str(tmp_path / "a.png")]
+    code, out, _ = run(capsys, "generate", "a red bus", "-m", ithq_folder, "-o", tmp_path / "b.png", "--seed", 3)
+    assert code == 0
+    a, b = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png"))
+    assert np.array_equal(a, b)
+    assert np.array_equal(a, reference(ref_pipe, "a red bus", 3)[1])
+
+
+def test_num_images_names_seeds_and_parent_folders(capsys, tmp_path, diffusers_folder, ref_pipe, reference):
+    target = tmp_path / "new" / "deeper" / "bus.png"
+    code, out, err = run(capsys, "a blue boat", "-m", diffusers_folder, "-o", target, "-n", 2, "--seed", 40, "--guidance", 1, "--truncation", 0.86)
+    assert code == 0, err
+    paths = [Path(p) for p in out.splitlines()]
+    assert paths == [target.with_name("bus-0.png"), target.with_name("bus-1.png")]
+    for i, p in enumerate(paths):
+        assert np.array_equal(np.asarray(Image.open(p)), reference(ref_pipe, "a blue boat", 40 + i, 1.0, 0.86)[1])
+
+
+def test_prompt_equal_to_a_command_name(capsys, tmp_path, diffusers_folder):
+    code, out, err = run(capsys, "--", "generate", "-m", diffusers_folder, "-o", tmp_path / "g.png", "--seed", 1, "-q")
+    assert code == 0, err
+    assert out.strip() == str(tmp_path / "g.png")
+    assert err == ""
+
+
+def test_random_seed_is_reported(capsys, tmp_path, diffusers_folder):
+    code, out, err = run(capsys, "a cat", "-m", diffusers_folder, "-o", tmp_path / "c.png", "--steps", 5)
+    assert code == 0
+    assert err.startswith("seed ")
+    int(err.split()[1])
+
+
+def test_default_output_name_comes_from_the_prompt(capsys, tmp_path, diffusers_folder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "../../etc/A Red  Bus!", "-m", diffusers_folder, "--seed", 1, "--steps", 3)
+    assert code == 0, err
+    assert out.strip() == "etc-a-red-bus.png"
+    assert (tmp_path / "etc-a-red-bus.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--steps", "0"], ["--steps"]),
+        (["--steps", "101"], ["--steps", "1..100"]),
+        (["--truncation", "0"], ["--truncation"]),
+        (["--truncation", "1.5"], ["--truncation"]),
+        (["--guidance", "-1"], ["--guidance"]),
+        (["-n", "0"], ["-n"]),
+        (["--seed", "abc"], ["--seed"]),
+        (["--device", "cuda"], ["cuda", "not available"]),
+        (["--device", "tpu"], ["tpu"]),
+        (["--dtype", "float8"], ["float8"]),
+        (["--schedule", "zigzag"], ["zigzag"]),
+    ],
+)
+def test_bad_options(capsys, tmp_path, diffusers_folder, args, needles):
+    code, out, err = run(capsys, "a cat", "-m", diffusers_folder, "-o", tmp_path / "x.png", *args)
+    assert_one_line_error(code, out, err, *needles)
+    assert not any(tmp_path.iterdir())
+
+
+def test_unwritable_output(capsys, tmp_path, diffusers_folder):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, out, err = run(capsys, "a cat", "-m", diffusers_folder, "-o", blocker / "x.png")
+    assert_one_line_error(code, out, err, "output folder")
+    code, out, err = run(capsys, "a cat", "-m", diffusers_folder, "-o", tmp_path)
+    assert_one_line_error(code, out, err, "is a folder")
+    code, out, err = run(capsys, "a cat", "-m", diffusers_folder, "-o", tmp_path / "x.gif")
+    assert_one_line_error(code, out, err, ".png")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_folder(capsys, tmp_path, diffusers_folder):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    code, out, err = run(capsys, "a cat", "-m", diffusers_folder, "-o", ro / "x.png")
+    assert_one_line_error(code, out, err, "cannot write")
+
+
+def test_missing_model(capsys, tmp_path):
+    code, out, err = run(capsys, "a cat", "-m", tmp_path / "nope", "-o", tmp_path / "x.png")
+    assert_one_line_error(code, out, err, "does not exist")
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(capsys, "a cat", "-m", tmp_path / "empty", "-o", tmp_path / "x.png")
+    assert_one_line_error(code, out, err, "model_index.json")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_help_does_not_import_heavy_modules():
+    code = (
+        "import sys; from vqgen.cli import main\n"
+        "for args in (['--help'], ['generate', '--help']):\n"
+        "    try: main(args)\n"
+        "    except SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'huggingface_hub', 'diffusers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "generate" in result.stdout
+
+
+def test_console_script_end_to_end(tmp_path, diffusers_folder):
+    """The installed entry point, in a real process, with stderr not a terminal (no progress bar)."""
+    out = tmp_path / "e2e.png"
+    result = subprocess.run(
+        ["vqgen", "a red bus", "-m", str(diffusers_folder), "-o", str(out), "--seed", "5", "--steps", "10"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{out}\n"
+    assert "Traceback" not in result.stderr and "\r" not in result.stderr
+    assert Image.open(out).size == (tc.IMAGE_SIDE, tc.IMAGE_SIDE)
+    bad = subprocess.run(["vqgen", "a red bus", "-m", str(diffusers_folder), "--steps", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
