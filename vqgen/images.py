@@ -69,3 +69,27 @@ def save_atomic(image, path: Path, pnginfo=None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def free_path(path: Path) -> Path:
+    """path itself when nothing is there, else the first free NAME-1.png, NAME-2.png, ..."""
+    if not path.exists():
+        return path
+    i = 1
+    while (candidate := path.with_name(f"{path.stem}-{i}{path.suffix}")).exists():
+        i += 1
+    return candidate
+
+
+def contact_sheet(images: list, columns: int | None = None):
+    """The images side by side in a near-square grid, with a 2-pixel white gutter."""
+    from PIL import Image
+
+    columns = columns or max(1, round(len(images) ** 0.5 + 0.49))
+    rows = -(-len(images) // columns)
+    w, h = images[0].size
+    gap = 2
+    sheet = Image.new("RGB", (columns * w + (columns - 1) * gap, rows * h + (rows - 1) * gap), "white")
+    for i, image in enumerate(images):
+        sheet.paste(image, ((i % columns) * (w + gap), (i // columns) * (h + gap)))
+    return sheet

@@ -21,7 +21,7 @@ from .device import resolve_device, resolve_dtype
 from .errors import UsageError
 from .hub import ResolvedModel
 from .loader import Components, load_components
-from .sampling import apply_guidance, gumbel_sample, posterior_logits, truncate
+from .sampling import apply_guidance, gumbel_sample, posterior_logits, purity_step, truncate
 from .schedule import SCHEDULES, timesteps_for
 from .vqvae import to_uint8
 
@@ -143,9 +143,13 @@ class Pipeline:
             if guided:
                 logp = apply_guidance(logp, settings.guidance)
             logp = truncate(logp, settings.truncation)
-            last = i == len(t_tensors) - 1
-            logits = logp if last else posterior_logits(logp, x, transitions[i])
-            x = gumbel_sample(logits, generators)
+            if i == len(t_tensors) - 1:
+                x = gumbel_sample(logp, generators)  # the last step draws x0 at every position
+            elif settings.sampler == "purity":
+                keep = c.schedule.ctt[timesteps[i + 1]] / c.schedule.ctt[timesteps[i]]
+                x = purity_step(logp, x, [keep] * B, settings.purity_weight, generators)
+            else:
+                x = gumbel_sample(posterior_logits(logp, x, transitions[i]), generators)
             if on_step is not None:
                 on_step(i + 1, len(t_tensors))
         return x, timesteps, warnings

@@ -86,3 +86,36 @@ def gumbel_sample(logits: torch.Tensor, generators: list[torch.Generator]) -> to
     uniform = torch.cat([torch.rand(shape, generator=g, device=logits.device) for g in generators])
     gumbel = -torch.log(-torch.log(uniform + LOG_EPS) + LOG_EPS)
     return (gumbel + logits).argmax(dim=1)
+
+
+def purity_step(logp_x0: torch.Tensor, x_t: torch.Tensor, keep_masked: list[float], weight: float,
+                generators: list[torch.Generator]) -> torch.Tensor:
+    """Purity-prior sampling (Tang et al. 2022, SPEC section 9): unmask the positions whose
+    prediction is most certain, more often, instead of uniformly at random.
+
+    logp_x0 (B, K-1, N) after guidance and truncation; x_t (B, N); keep_masked[b]: the fraction of
+    image b's masked positions that stay masked after this step (ctt[s]/ctt[t], as the posterior
+    sampler keeps on average). Positions to open are drawn without replacement with probability
+    proportional to purity (Gumbel-top-k), and their tokens from softmax((1 + weight * purity) * logp).
+    Already open tokens never change. Per image: one draw of N uniforms for positions, then one of
+    (K-1, N) for tokens, from that image's generator."""
+    B, K1, N = logp_x0.shape
+    mask_id = K1
+    purity = logp_x0.exp().amax(dim=1)  # (B, N): the most likely class's probability
+    purity = purity / purity.amax(dim=1, keepdim=True)
+    masked = x_t == mask_id
+    out = x_t.clone()
+    for b, g in enumerate(generators):
+        m = int(masked[b].sum())
+        n_open = m - int(round(m * keep_masked[b])) if m else 0
+        u_pos = torch.rand((N,), generator=g, device=x_t.device)
+        u_tok = torch.rand((K1, N), generator=g, device=x_t.device)
+        if n_open == 0:
+            continue
+        keys = torch.log(purity[b]) - torch.log(-torch.log(u_pos + LOG_EPS) + LOG_EPS)
+        keys = keys.masked_fill(~masked[b], -torch.inf)
+        chosen = keys.topk(n_open).indices
+        sharpened = (1 + weight * purity[b]) * logp_x0[b]  # (K-1, N)
+        tokens = (sharpened - torch.log(-torch.log(u_tok + LOG_EPS) + LOG_EPS)).argmax(dim=0)
+        out[b, chosen] = tokens[chosen]
+    return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import sys
+import json
+import time
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -10,9 +12,13 @@ import typer
 from .. import defaults
 from ..errors import UsageError
 from . import app
-from .progress import make_progress, say, status, step_bar
+from .common import find_model, load_pipeline
+from .progress import make_progress, say, step_bar
 
 MAX_BATCH = 8  # images per network call for -n; more only costs memory, not time per image
+
+# Settings that --from-image restores unless the command line gives them (option name -> record key).
+FROM_IMAGE_KEYS = ("model", "revision", "steps", "guidance", "truncation", "schedule", "sampler", "purity_weight", "seed", "dtype")
 
 
 def validate_basics(steps, guidance, truncation, num_images) -> None:
@@ -27,61 +33,115 @@ def validate_basics(steps, guidance, truncation, num_images) -> None:
         raise UsageError(f"-n {num_images}: the number of images must be at least 1")
 
 
+def settings_from_image(path: str, given: dict) -> dict:
+    """The options recorded in a vqgen image, overridden by those given on the command line."""
+    from ..metadata import read_record
+
+    image = Path(path).expanduser()
+    if not image.is_file():
+        raise UsageError(f"--from-image {path!r}: no such file")
+    try:
+        record = read_record(image)
+    except OSError:
+        raise UsageError(f"--from-image {path!r} is not an image vqgen can read") from None
+    if record is None:
+        raise UsageError(f"--from-image {path!r} carries no vqgen metadata; only images made by vqgen can be regenerated")
+    restored = {key: record.get(key) for key in FROM_IMAGE_KEYS if record.get(key) is not None}
+    if record.get("repo_id"):
+        restored["model"] = record["repo_id"]
+        restored["revision"] = record.get("commit") or record.get("revision")
+    restored["prompt"] = record["prompt"]
+    return {**restored, **given}
+
+
 @app.command()
 def generate(
-    prompt: str = typer.Argument(..., help="What to draw. Prompts over 77 CLIP tokens lose their end, as in the reference."),
-    model: str = typer.Option(defaults.MODEL, "--model", "-m", help="Local model folder or Hub repo id."),
+    ctx: typer.Context,
+    prompt: Optional[str] = typer.Argument(None, help="What to draw. Prompts over 77 CLIP tokens lose their end, as in the reference."),
+    model: str = typer.Option(defaults.MODEL, "--model", "-m", help="Local model folder, bundled model name or Hub repo id."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Image file (.png). Default: a name from the prompt. With -n, NAME-0.png, NAME-1.png, ..."),
     steps: Optional[int] = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain: 100 for ITHQ)."),
     guidance: float = typer.Option(defaults.GUIDANCE, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off (half the work per step)."),
     truncation: float = typer.Option(defaults.TRUNCATION, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1]."),
-    schedule: str = typer.Option("strided", "--schedule", help="strided: S steps spread over the whole chain; diffusers: the reference's last S steps."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch, tag or commit of --model."),
-    offline: bool = typer.Option(False, "--offline", help="Use only the local cache; never touch the network (also HF_HUB_OFFLINE=1)."),
+    schedule: str = typer.Option(defaults.SCHEDULE, "--schedule", help="strided: S steps spread over the whole chain; diffusers: the reference's last S steps."),
+    sampler: str = typer.Option(defaults.SAMPLER, "--sampler", help="posterior: the plain posterior; purity: the purity prior of Improved VQ-Diffusion."),
+    purity_weight: float = typer.Option(defaults.PURITY_WEIGHT, "--purity-weight", help="How much purity sharpens new tokens (purity sampler)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (image i uses seed+i). Random when absent, and reported."),
     num_images: int = typer.Option(defaults.NUM_IMAGES, "--num-images", "-n", help="How many images."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch, tag or commit of --model."),
+    offline: bool = typer.Option(False, "--offline", help="Use only the local cache; never touch the network (also HF_HUB_OFFLINE=1)."),
     device: str = typer.Option(defaults.DEVICE, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: Optional[str] = typer.Option(defaults.DTYPE, "--dtype", help="float32, float16 or bfloat16 (default: float32 on CPU, float16 on GPU)."),
+    from_image: Optional[str] = typer.Option(None, "--from-image", help="Regenerate a vqgen image: its settings, overridden by any option given here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking the next free name."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object per image (path, seed, settings, seconds) instead of bare paths."),
+    grid: bool = typer.Option(False, "--grid", help="With -n above 1, also write NAME-grid.png, a contact sheet of the images."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr; stdout still lists the images."),
 ) -> None:
     """Generate images from a prompt; prints the path of each image written, one per line."""
-    from ..images import output_paths, prepare_folder, save_atomic
+    from ..device import resolve_device, resolve_dtype
+    from ..images import contact_sheet, free_path, output_paths, prepare_folder, save_atomic
+    from ..metadata import image_record, png_info
     from ..pipeline import Settings, random_seed
 
-    # 1. Everything that can be checked without the model.
+    # 1. Settings: the command line, over those recorded in --from-image.
+    if from_image:
+        given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+        given.pop("prompt", None) if prompt is None else None
+        restored = settings_from_image(from_image, given)
+        prompt, model, revision = restored["prompt"], restored.get("model", model), restored.get("revision", revision)
+        steps, guidance, truncation = restored.get("steps", steps), restored.get("guidance", guidance), restored.get("truncation", truncation)
+        schedule, sampler = restored.get("schedule", schedule), restored.get("sampler", sampler)
+        purity_weight, seed, dtype = restored.get("purity_weight", purity_weight), restored.get("seed", seed), restored.get("dtype", dtype)
+    if prompt is None:
+        raise UsageError("no prompt given; write one (vqgen \"a red bus\") or regenerate an image with --from-image IMAGE")
+
+    # 2. Everything that can be checked without the model.
     validate_basics(steps, guidance, truncation, num_images)
-    settings = Settings(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule)
+    settings = Settings(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
+                        sampler=sampler, purity_weight=purity_weight)
     paths = output_paths(output, prompt, num_images)
     for path in paths:
         prepare_folder(path)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+
+    # 3. The model: its chain length first (cheap), then the weights.
+    resolved, num_timesteps = find_model(model, revision=revision, offline=offline, quiet=quiet)
+    settings.validate(num_timesteps)
+    pipe = load_pipeline(resolved, dev, dt, quiet=quiet)
+
+    # 4. Generate in chunks, writing each image as soon as it exists.
     if seed is None:
         seed = random_seed()
         say(f"seed {seed}", quiet)
-
-    # 2. The model.
-    from ..device import resolve_device, resolve_dtype
-    from ..hub import resolve_model
-    from ..loader import check_model_folder, read_schedule_config
-    from ..pipeline import Pipeline
-
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    resolved = resolve_model(model, revision=revision, offline=offline or None, quiet=quiet)
-    check_model_folder(resolved.path)
-    settings.validate(read_schedule_config(resolved.path).num_timesteps)
-    with status(f"loading {model}", quiet):
-        pipe = Pipeline.from_folder(resolved.path, device=str(dev), dtype=dt, resolved=resolved)
-
-    # 3. Generate in chunks, writing each image as soon as it exists.
     seeds = [seed + i for i in range(num_images)]
+    written = []
     with make_progress(quiet) as progress:
         for start in range(0, num_images, MAX_BATCH):
             chunk = range(start, min(start + MAX_BATCH, num_images))
             label = "denoising" if num_images == 1 else f"images {chunk.start + 1}-{chunk.stop} of {num_images}"
+            began = time.perf_counter()
             with step_bar(progress, label, settings.steps or pipe.num_timesteps) as on_step:
                 result = pipe.generate([prompt] * len(chunk), [seeds[i] for i in chunk], settings, on_step=on_step)
+            seconds = (time.perf_counter() - began) / len(chunk)
             for warning in dict.fromkeys(result.warnings):
                 say(f"warning: {warning}", quiet)
             for i, image in zip(chunk, result.images):
-                save_atomic(image, paths[i])
-                print(paths[i], flush=True)
+                record = image_record(pipe, prompt, seeds[i], settings)
+                path = paths[i] if overwrite else free_path(paths[i])
+                if path != paths[i]:
+                    say(f"{paths[i]} exists; writing {path} (use --overwrite to replace)", quiet)
+                save_atomic(image, path, png_info(record))
+                written.append(image)
+                if json_output:
+                    print(json.dumps({"path": str(path), "seconds": round(seconds, 3), **record}, ensure_ascii=False), flush=True)
+                else:
+                    print(path, flush=True)
+
+    # 5. The contact sheet.
+    if grid and num_images > 1:
+        sheet_path = paths[0].with_name(f"{paths[0].stem.rsplit('-', 1)[0]}-grid{paths[0].suffix}")
+        sheet_path = sheet_path if overwrite else free_path(sheet_path)
+        save_atomic(contact_sheet(written), sheet_path)
+        print(json.dumps({"path": str(sheet_path), "grid": True}) if json_output else sheet_path, flush=True)
