@@ -39,8 +39,9 @@ def _root(
 
 
 from . import generate  # noqa: E402  (registers commands on app)
+from . import download, models  # noqa: E402,F401
 
-COMMANDS = {"generate"}
+COMMANDS = {"generate", "download", "models"}
 TOP_LEVEL_OPTIONS = {"-h", "--help", "--version"}
 
 
