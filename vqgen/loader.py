@@ -10,6 +10,8 @@ straight in their final dtype and device, so no second copy of the weights ever 
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,28 @@ def check_model_folder(folder: Path) -> dict:
     return index
 
 
+@contextmanager
+def native_output_silenced():
+    """Send what native code prints (file descriptors 1 and 2) to /dev/null for a moment.
+
+    The Rust `tokenizers` library prints "Ignored unknown kwarg option __type" to stdout for each
+    old-style AddedToken entry in ITHQ's tokenizer_config.json; stdout must carry only image
+    paths. Python exceptions still propagate as usual."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
 def read_schedule_config(folder: Path) -> ScheduleConfig:
     return ScheduleConfig.from_json(read_json(folder / "scheduler" / "scheduler_config.json", "scheduler"))
 
@@ -94,7 +118,8 @@ def load_text_encoder(folder: Path, device, dtype, files: dict) -> TextEncoder:
     if not has_bpe and not (tok_dir / "tokenizer.json").is_file():
         raise CheckpointError(f"tokenizer: {tok_dir} has neither tokenizer.json nor vocab.json + merges.txt; re-download the model")
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+        with native_output_silenced():
+            tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
         config = CLIPTextConfig.from_dict(read_json(sub / "config.json", "text_encoder"))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"text encoder: cannot read its config or tokenizer ({str(e).splitlines()[0][:100]})") from None

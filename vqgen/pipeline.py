@@ -109,6 +109,7 @@ class Pipeline:
         images = self.decode(tokens)
         return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings)
 
+    @torch.inference_mode()
     def generate_tokens(self, prompts, seeds, settings: Settings, on_step=None):
         c, device = self.c, self.device
         cfg = c.transformer.cfg
