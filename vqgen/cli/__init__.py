@@ -40,8 +40,9 @@ def _root(
 
 from . import generate  # noqa: E402  (registers commands on app)
 from . import download, models  # noqa: E402,F401
+from . import batch  # noqa: E402,F401
 
-COMMANDS = {"generate", "download", "models"}
+COMMANDS = {"generate", "download", "models", "batch"}
 TOP_LEVEL_OPTIONS = {"-h", "--help", "--version"}
 
 

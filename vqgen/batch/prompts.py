@@ -1,0 +1,129 @@
+"""Prompt files: plain text (one prompt a line) or JSON Lines (one object a line).
+
+Blank lines and lines starting with `#` are skipped in both. The format is decided once per file
+by its first real line (`{` means JSON Lines), not per line, so a plain prompt that happens to
+start with a brace in the middle of a text file is still a prompt. Every problem is reported with
+its line number, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+# Per-line keys a JSON Lines prompt file may use; anything else is a typo we would rather report.
+KEYS = ("prompt", "seed", "steps", "guidance", "truncation", "n")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit value; keep seed + i inside it
+MAX_IMAGES_PER_LINE = 100_000
+
+
+@dataclass(frozen=True)
+class PromptLine:
+    line: int  # 1-based line number in the file, for messages
+    prompt: str
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    truncation: float | None = None
+    n: int | None = None
+
+
+def read_source(source: str) -> bytes:
+    """The raw bytes of PROMPTS: a file, or `-` for stdin."""
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(source, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UsageError(f"prompt file {source!r} does not exist; give a text file with one prompt per line (or - for stdin)") from None
+    except IsADirectoryError:
+        raise UsageError(f"prompt file {source!r} is a folder; give a text file with one prompt per line") from None
+    except OSError as e:
+        raise UsageError(f"cannot read prompt file {source!r} ({e.strerror})") from None
+
+
+def parse(data: bytes, name: str = "prompts") -> list[PromptLine]:
+    """All prompt lines of a file's bytes; UsageError naming the first bad line."""
+    if data.startswith(b"\xef\xbb\xbf"):  # a BOM, as Windows editors write
+        data = data[3:]
+    entries: list[tuple[int, str]] = []
+    # split on \n only: str.splitlines would also split on form feeds and Unicode separators
+    # inside a prompt, and shift every later line number.
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            text = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{name}:{number}: not valid UTF-8 (byte {e.start + 1}); save the file as UTF-8") from None
+        stripped = text.strip()
+        if stripped and not stripped.startswith("#"):
+            entries.append((number, stripped))
+    if not entries:
+        raise UsageError(f"{name} has no prompts (blank lines and lines starting with # are skipped)")
+    as_json = entries[0][1].startswith("{")
+    lines = [_json_line(n, t, name) if as_json else _text_line(n, t, name) for n, t in entries]
+    return lines
+
+
+def _text_line(number: int, text: str, name: str) -> PromptLine:
+    if "\x00" in text:
+        raise UsageError(f"{name}:{number}: contains a NUL character; is this a text file?")
+    return PromptLine(number, text)
+
+
+def _json_line(number: int, text: str, name: str) -> PromptLine:
+    where = f"{name}:{number}"
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); the file is JSON Lines because its first prompt line starts with {{") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: expected a JSON object such as {{\"prompt\": \"a red bus\"}}")
+    unknown = sorted(set(obj) - set(KEYS))
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(KEYS)}")
+    prompt = obj.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UsageError(f"{where}: \"prompt\" must be a non-empty string")
+    if "\x00" in prompt:
+        raise UsageError(f"{where}: \"prompt\" contains a NUL character")
+    seed = _int(obj, "seed", where, 0, MAX_SEED)
+    steps = _int(obj, "steps", where, 1, None)
+    n = _int(obj, "n", where, 1, MAX_IMAGES_PER_LINE)
+    guidance = _number(obj, "guidance", where)
+    truncation = _number(obj, "truncation", where)
+    if guidance is not None and guidance < 0:
+        raise UsageError(f"{where}: guidance {guidance} is negative; use 0 or more (1 turns guidance off)")
+    if truncation is not None and not 0 < truncation <= 1:
+        raise UsageError(f"{where}: truncation {truncation} is out of range; use a value in (0, 1]")
+    if seed is not None and n is not None and seed + n - 1 > MAX_SEED:
+        raise UsageError(f"{where}: seed {seed} + n is too large; use a seed below {MAX_SEED - n + 1}")
+    return PromptLine(number, prompt.strip(), seed, steps, guidance, truncation, n)
+
+
+def _int(obj: dict, key: str, where: str, low: int, high: int | None) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    # bool is an int in Python, and 5.0 would silently become 5: both are reported instead.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{where}: \"{key}\" must be a whole number, not {json.dumps(value)}")
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f"at least {low}"
+        raise UsageError(f"{where}: \"{key}\" {value} is out of range; use {bound}")
+    return value
+
+
+def _number(obj: dict, key: str, where: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{where}: \"{key}\" must be a number, not {json.dumps(value)}")
+    if not math.isfinite(value):  # json.loads accepts NaN and Infinity
+        raise UsageError(f"{where}: \"{key}\" must be a finite number")
+    return float(value)

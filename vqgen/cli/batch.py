@@ -1,0 +1,177 @@
+"""`vqgen batch PROMPTS OUTDIR`: every prompt of a file into one folder; resumable, batched, and
+split across processes under torchrun. The work itself lives in vqgen/batch/."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import defaults
+from ..errors import UsageError
+from . import app
+from .generate import validate_basics
+from .progress import make_progress, say
+
+MAX_BATCH_SIZE = 1024  # a typo guard: far above what fits in any GPU's memory at ITHQ size
+
+
+@app.command()
+def batch(
+    prompts: str = typer.Argument(..., help="Text file, one prompt per line (or JSON Lines with prompt/seed/steps/guidance/truncation/n); - for stdin."),
+    outdir: Path = typer.Argument(..., help="Folder for the images and manifest.jsonl; created if missing. Re-running skips finished images."),
+    model: str = typer.Option(defaults.MODEL, "--model", "-m", help="Local model folder or Hub repo id."),
+    steps: Optional[int] = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain)."),
+    guidance: float = typer.Option(defaults.GUIDANCE, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off."),
+    truncation: float = typer.Option(defaults.TRUNCATION, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1]."),
+    schedule: str = typer.Option(defaults.SCHEDULE, "--schedule", help="strided or diffusers (see vqgen generate --help)."),
+    sampler: str = typer.Option(defaults.SAMPLER, "--sampler", help="posterior (the reference) or purity."),
+    purity_weight: float = typer.Option(defaults.PURITY_WEIGHT, "--purity-weight", help="Weight of the purity sampler's score."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch, tag or commit of --model."),
+    offline: bool = typer.Option(False, "--offline", help="Use only the local cache; never touch the network."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Base seed: image j of the file gets SEED+j (a line's own seed wins). Default: the last run's in OUTDIR, else random."),
+    num_images: int = typer.Option(defaults.NUM_IMAGES, "--num-images", "-n", help="Images per prompt line (a line's own n wins)."),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Images run through the network together; more is faster on a GPU and needs more memory. Changes no image."),
+    device: str = typer.Option(defaults.DEVICE, "--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun, auto/cuda mean cuda:LOCAL_RANK)."),
+    dtype: Optional[str] = typer.Option(defaults.DTYPE, "--dtype", help="float32, float16 or bfloat16 (default: float32 on CPU, float16 on GPU)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr; stdout still lists the images written."),
+) -> None:
+    """Generate an image for every prompt in a file; prints each image's path as it is written."""
+    from ..batch import distributed, jobs as joblib, manifest, prompts as promptlib
+
+    # 1. Everything that needs no model and no other process.
+    validate_basics(steps, guidance, truncation, num_images)
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UsageError(f"--batch-size {batch_size} is out of range; use 1..{MAX_BATCH_SIZE}")
+    if seed is not None and not 0 <= seed <= promptlib.MAX_SEED:
+        raise UsageError(f"--seed {seed} is out of range; use 0..{promptlib.MAX_SEED}")
+    world = distributed.detect()
+    if prompts == "-" and world.size > 1:
+        raise UsageError("PROMPTS - (stdin) cannot be split across torchrun processes; save the prompts to a file")
+    lines = promptlib.parse(promptlib.read_source(prompts), "<stdin>" if prompts == "-" else prompts)
+    _prepare_outdir(outdir)
+    user_quiet, quiet = quiet, quiet or not world.main  # one process talks; the others only report failures
+    from ..pipeline import Settings
+
+    base = Settings(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
+                    sampler=sampler, purity_weight=purity_weight)
+
+    # 2. The model's chain length, so every line's settings are checked before any work.
+    from .common import find_model
+
+    resolved, num_timesteps = find_model(model, revision=revision, offline=offline, quiet=quiet)
+    base.validate(num_timesteps)
+    for line in lines:
+        if line.steps is not None and line.steps > num_timesteps:
+            raise UsageError(f"{prompts}:{line.line}: steps {line.steps} is out of range: this model's chain has {num_timesteps} steps")
+
+    # 3. The processes agree on the base seed: rank 0 picks it, the others receive it.
+    from ..device import resolve_device, resolve_dtype
+
+    dev = resolve_device(distributed.device_for(world, device))
+    dt = resolve_dtype(dtype, dev)
+    started = time.monotonic()
+    group = distributed.Group(world, dev)
+    try:
+        seed, seed_note = _base_seed(seed, outdir, world)
+        seed = group.broadcast_int(seed)
+        all_jobs = joblib.expand(lines, seed, steps=steps, guidance=guidance, truncation=truncation, num_images=num_images)
+        mine = joblib.shard(all_jobs, world.rank, world.size)
+
+        # 4. What an earlier run already made (or a refusal when OUTDIR holds other images).
+        from ..batch import resume
+
+        manifest.clean_temp_files(outdir, {j.name for j in mine}, {j.name for j in all_jobs} if world.main else None)
+        todo, done = resume.plan(mine, outdir, base, num_timesteps)
+        if seed_note:
+            say(seed_note, quiet)
+        if todo and done:
+            say(f"resuming: {len(done)} of {len(mine)} images already in {outdir}", quiet)
+        _run(world, group, resolved, dev, dt, base, seed, mine, todo, done, len(all_jobs), outdir, batch_size,
+             quiet, user_quiet, started)
+    finally:
+        group.close()
+
+
+def _base_seed(seed: int | None, outdir: Path, world) -> tuple[int, str]:
+    """(base seed, a note for the user). Without --seed: the earlier run's, so that a re-run
+    resumes under the same names; else a random one. Only rank 0's choice counts."""
+    from ..batch import manifest
+
+    if seed is not None or not world.main:
+        return seed or 0, ""
+    earlier = manifest.last_base_seed(manifest.read(outdir / manifest.NAME))
+    if earlier is not None:
+        return earlier, f"base seed {earlier} (from the earlier run in {outdir}; pass --seed to choose another)"
+    from ..pipeline import random_seed
+
+    seed = random_seed()
+    return seed, f"base seed {seed}"
+
+
+def _run(world, group, resolved, dev, dt, base, seed, mine, todo, done, total_all, outdir, batch_size,
+         quiet, user_quiet, started) -> None:
+    from ..batch.runner import Runner
+    from .common import load_pipeline
+
+    pipe = load_pipeline(resolved, dev, dt, quiet=quiet) if todo else None
+    with make_progress(quiet) as progress:
+        runner = Runner(pipe, outdir, base, seed, batch_size=batch_size, progress=progress, say=_messages(progress, quiet))
+        try:
+            runner.record_finished(done)
+            if todo:
+                runner.run(todo, len(mine))
+        except KeyboardInterrupt:
+            progress.stop()
+            c = runner.counts
+            who = f"process {world.rank}: " if world.size > 1 else ""
+            say(f"{who}interrupted after {_elapsed(started)}: made {c.made}, skipped {c.skipped}, failed {c.failed} "
+                f"of {len(mine)} images; run the same command again to finish", user_quiet)
+            raise typer.Exit(130) from None
+    # Also the meeting point at the end: rank 0 reports once every process has finished.
+    made, skipped, failed, busy_ms = group.sum_ints([*runner.counts.as_list(), int(runner.busy_seconds * 1000)])
+    if world.main:
+        # Images per minute of generation on one process (model loading excluded), summed.
+        rate = f" ({made / (busy_ms / 60000):.1f} images/min)" if made and busy_ms else ""
+        say(f"done in {_elapsed(started)}: made {made}, skipped {skipped}, failed {failed} of {total_all} images{rate}", quiet)
+        if failed:
+            say(f"{failed} image(s) failed; see the \"error\" lines in {outdir / 'manifest.jsonl'}; "
+                "run the same command again to retry them", user_quiet)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _messages(progress, quiet: bool):
+    """Warnings and failures for the runner, printed above the bars. Failures show even with
+    --quiet and on every torchrun process: they are what a user has to act on."""
+
+    def emit(message: str) -> None:
+        if quiet and not message.startswith("failed"):
+            return
+        if progress.disable:
+            print(message, file=sys.stderr, flush=True)
+        else:
+            progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    return emit
+
+
+def _prepare_outdir(outdir: Path) -> None:
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"OUTDIR {str(outdir)!r} is a file; give a folder (it is created if missing)")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create OUTDIR {str(outdir)!r} ({e.strerror}); choose another folder") from None
+    import os
+
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to {str(outdir)!r} (permission denied); choose another OUTDIR")
+
+
+def _elapsed(start: float) -> str:
+    seconds = int(time.monotonic() - start)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
