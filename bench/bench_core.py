@@ -156,6 +156,7 @@ def main() -> None:
             sys.exit(f"{impl} failed:\n{out.stderr}")
         results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
     d, v = results["diffusers"], results["vqgen"]
+    args.layers = json.loads((folder / "transformer" / "config.json").read_text())["num_layers"]
     same = d.pop("tokens") == v.pop("tokens")
     if args.json:
         print(json.dumps({"args": vars(args) | {"folder": str(folder)}, "same_tokens": same, **results}, default=str))
