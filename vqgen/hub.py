@@ -438,9 +438,13 @@ def ensure(repo_id: str, *, revision: str | None = None, precision: str | None =
 
 def resolve_model(model: str, *, revision: str | None = None, precision: str | None = None,
                   offline: bool | None = None, quiet: bool = False) -> ResolvedModel:
-    """A local folder for `model`: the folder itself when it exists on disk, else a Hub repo id
+    """A local folder for `model`: the folder itself when it exists on disk, a model bundled with
+    vqgen (`shapes`), else a Hub repo id
     resolved through the cache (downloading first, with a size notice and a bar, when needed)."""
+    from .bundled import bundled_model_path
+
     path = Path(model).expanduser()
     if path.exists() or not looks_like_repo_id(model):
-        return ResolvedModel(path=path, name=model)
+        bundled = None if path.exists() else bundled_model_path(model)
+        return ResolvedModel(path=bundled or path, name=model)
     return ensure(model, revision=revision, precision=precision, offline=offline, quiet=quiet, for_generate=True).resolved

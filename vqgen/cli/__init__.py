@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 app = typer.Typer(
@@ -38,19 +37,44 @@ def _root(
     """Text to image with VQ-Diffusion. `vqgen PROMPT` is short for `vqgen generate PROMPT`."""
 
 
-from . import generate  # noqa: E402  (registers commands on app)
+from . import generate, info  # noqa: E402,F401  (registers commands on app)
 from . import download, models  # noqa: E402,F401
 from . import batch  # noqa: E402,F401
 
-COMMANDS = {"generate", "download", "models", "batch"}
+COMMANDS = {"generate", "info", "download", "models", "batch"}
 TOP_LEVEL_OPTIONS = {"-h", "--help", "--version"}
 
 
 def _route(argv: list[str]) -> list[str]:
-    """Send anything that is not a command (or a top-level option) to `generate`."""
+    """Send anything that is not a command (or a top-level option) to `generate`.
+    `vqgen -- PROMPT [options]` takes PROMPT literally, even when it is a command name."""
+    if argv[:1] == ["--"] and len(argv) > 1:
+        prompt, rest = argv[1], argv[2:]
+        return ["generate", *rest, "--", prompt] if prompt.startswith("-") else ["generate", prompt, *rest]
     if argv and argv[0] not in COMMANDS and argv[0] not in TOP_LEVEL_OPTIONS:
         return ["generate", *argv]
     return argv
+
+
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts) of whichever click typer uses: its vendored copy (typer >= 0.29)
+    or the click package (older typer)."""
+    usage, abort = [], []
+    try:
+        from typer._click.exceptions import UsageError
+
+        usage.append(UsageError)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        usage.append(click.exceptions.UsageError)
+        abort.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    abort += [getattr(typer, "Abort", KeyboardInterrupt), KeyboardInterrupt]
+    return tuple(usage), tuple(abort)
 
 
 def fail(message: str, code: int = 1) -> int:
@@ -63,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = _route(list(sys.argv[1:] if argv is None else argv))
     command = typer.main.get_command(app)
+    usage_errors, aborts = _click_errors()
     try:
         code = command.main(args=argv, prog_name="vqgen", standalone_mode=False)
-    except click.exceptions.UsageError as e:
-        return fail(f"{e.format_message()} (see vqgen {argv[0] if argv[0] in COMMANDS else ''} --help)".replace("  ", " "), 2)
-    except click.exceptions.Abort:
-        return fail("interrupted", 130)
-    except KeyboardInterrupt:
+    except usage_errors as e:
+        where = f"vqgen {argv[0]} --help" if argv and argv[0] in COMMANDS else "vqgen --help"
+        return fail(f"{e.format_message()} (see {where})", 2)
+    except aborts:
         return fail("interrupted", 130)
     except VqgenError as e:
         return fail(str(e), e.exit_code)
