@@ -134,8 +134,9 @@ def _run(world, group, resolved, dev, dt, base, seed, mine, todo, done, total_al
     # Also the meeting point at the end: rank 0 reports once every process has finished.
     made, skipped, failed, busy_ms = group.sum_ints([*runner.counts.as_list(), int(runner.busy_seconds * 1000)])
     if world.main:
-        # Images per minute of generation on one process (model loading excluded), summed.
-        rate = f" ({made / (busy_ms / 60000):.1f} images/min)" if made and busy_ms else ""
+        # Images per minute while generating (model loading excluded), all processes together:
+        # their mean busy time is about the wall time of the generation phase.
+        rate = f" ({made / (busy_ms / world.size / 60000):.1f} images/min)" if made and busy_ms else ""
         say(f"done in {_elapsed(started)}: made {made}, skipped {skipped}, failed {failed} of {total_all} images{rate}", quiet)
         if failed:
             say(f"{failed} image(s) failed; see the \"error\" lines in {outdir / 'manifest.jsonl'}; "
