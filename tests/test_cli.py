@@ -155,3 +155,14 @@ def test_console_script_end_to_end(tmp_path, ithq_folder):
     assert result.stderr == "", result.stderr  # --seed given: nothing to report
     bad = subprocess.run(["vqgen", "a red bus", "-m", str(ithq_folder), "--steps", "x"], capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_images_get_ordinary_permissions(capsys, tmp_path, diffusers_folder):
+    old = os.umask(0o022)
+    try:
+        code, out, err = run(capsys, "a cat", "-m", diffusers_folder, "-o", tmp_path / "p.png", "--steps", 2, "--seed", 1)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
