@@ -47,9 +47,10 @@ BASE = dict(guidance=1.0, truncation=1.0, schedule="strided", sampler="posterior
 START, END = "<!-- bench_quality:start -->", "<!-- bench_quality:end -->"
 
 
-def run_setting(pipe: Pipeline, settings: Settings, combos, seeds: int, batch: int) -> tuple[float, float, int]:
+def run_setting(pipe: Pipeline, settings: Settings, combos, seeds: int, batch: int,
+                max_images: int | None = None) -> tuple[float, float, int]:
     """(accuracy, seconds, images) over combos x seeds. Seed of (combo i, round s) = 1000 s + i."""
-    jobs = [(c, 1000 * s + i) for s in range(seeds) for i, c in enumerate(combos)]
+    jobs = [(c, 1000 * s + i) for s in range(seeds) for i, c in enumerate(combos)][:max_images]
     right, seconds = 0, 0.0
     for start in range(0, len(jobs), batch):
         chunk = jobs[start:start + batch]
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="four settings, one seed each")
     parser.add_argument("--only", default=None, help="regex: run only the settings whose label matches")
+    parser.add_argument("--max-images", type=int, default=None, help="at most this many images per set (for timing runs)")
     parser.add_argument("--write", type=Path, default=None, help="markdown file to put the table into (between the bench markers)")
     args = parser.parse_args(argv)
 
@@ -84,16 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     # Warm-up (first calls pay for allocation and kernel selection).
     pipe.generate(["a red circle in the top left"], [0], Settings(steps=2, guidance=1.0))
 
+    n_seen, n_unseen = (min(n, args.max_images or n) for n in (80 * seen_seeds, 10 * unseen_seeds))
     header = [
-        f"| setting | seen accuracy ({80 * seen_seeds} images) | unseen accuracy ({10 * unseen_seeds} images) | seconds per image |",
+        f"| setting | seen accuracy ({n_seen} images) | unseen accuracy ({n_unseen} images) | seconds per image |",
         "|---|---|---|---|",
     ]
     rows = []
     print("\n".join(header), flush=True)
     for label, overrides in settings:
         s = Settings(**(BASE | overrides))
-        seen, t1, n1 = run_setting(pipe, s, shapes.seen_combinations(), seen_seeds, args.batch)
-        unseen, t2, n2 = run_setting(pipe, s, shapes.unseen_combinations(), unseen_seeds, args.batch)
+        seen, t1, n1 = run_setting(pipe, s, shapes.seen_combinations(), seen_seeds, args.batch, args.max_images)
+        unseen, t2, n2 = run_setting(pipe, s, shapes.unseen_combinations(), unseen_seeds, args.batch, args.max_images)
         row = f"| {label} | {seen:.1%} | {unseen:.1%} | {(t1 + t2) / (n1 + n2):.3f} |"
         rows.append(row)
         print(row, flush=True)
