@@ -40,19 +40,23 @@ def output_paths(output: str | None, prompt: str, count: int) -> list[Path]:
     return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
 
 
+def ensure_folder(folder: Path, what: str = "output folder") -> None:
+    """Create `folder` (and its parents) and check we can write there, before any work."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{what} {str(folder)!r} is a file, not a folder; choose another")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create {what} {str(folder)!r} ({e.strerror}); choose another") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to {what} {str(folder)!r} (permission denied); choose another")
+
+
 def prepare_folder(path: Path) -> None:
     """Create the parent folders of an output file and check we can write there, before any work."""
     if path.is_dir():
         raise UsageError(f"output {str(path)!r} is a folder; give a file name such as {str(path / 'image.png')!r}")
-    folder = path.parent
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"cannot create output folder {str(folder)!r}: a file has that name; choose another -o")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create output folder {str(folder)!r} ({e.strerror}); choose another -o") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to {str(folder)!r} (permission denied); choose another -o")
+    ensure_folder(path.parent)
 
 
 def save_atomic(image, path: Path, pnginfo=None) -> Path:

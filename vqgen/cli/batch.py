@@ -13,7 +13,7 @@ import typer
 from .. import defaults
 from ..errors import UsageError
 from . import app
-from .generate import validate_basics
+from .common import Opt, validate_basics
 from .progress import make_progress, say
 
 MAX_BATCH_SIZE = 1024  # a typo guard: far above what fits in any GPU's memory at ITHQ size
@@ -23,21 +23,21 @@ MAX_BATCH_SIZE = 1024  # a typo guard: far above what fits in any GPU's memory a
 def batch(
     prompts: str = typer.Argument(..., help="Text file, one prompt per line (or JSON Lines with prompt/seed/steps/guidance/truncation/n); - for stdin."),
     outdir: Path = typer.Argument(..., help="Folder for the images and manifest.jsonl; created if missing. Re-running skips finished images."),
-    model: str = typer.Option(defaults.MODEL, "--model", "-m", help="Local model folder or Hub repo id."),
-    steps: Optional[int] = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain)."),
-    guidance: float = typer.Option(defaults.GUIDANCE, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off."),
-    truncation: float = typer.Option(defaults.TRUNCATION, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1]."),
-    schedule: str = typer.Option(defaults.SCHEDULE, "--schedule", help="strided or diffusers (see vqgen generate --help)."),
-    sampler: str = typer.Option(defaults.SAMPLER, "--sampler", help="posterior (the reference) or purity."),
-    purity_weight: float = typer.Option(defaults.PURITY_WEIGHT, "--purity-weight", help="Weight of the purity sampler's score."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch, tag or commit of --model."),
-    offline: bool = typer.Option(False, "--offline", help="Use only the local cache; never touch the network."),
+    model: str = Opt.model,
+    steps: Optional[int] = Opt.steps,
+    guidance: float = Opt.guidance,
+    truncation: float = Opt.truncation,
+    schedule: str = Opt.schedule,
+    sampler: str = Opt.sampler,
+    purity_weight: float = Opt.purity_weight,
+    revision: Optional[str] = Opt.revision,
+    offline: bool = Opt.offline,
     seed: Optional[int] = typer.Option(None, "--seed", help="Base seed: image j of the file gets SEED+j (a line's own seed wins). Default: the last run's in OUTDIR, else random."),
     num_images: int = typer.Option(defaults.NUM_IMAGES, "--num-images", "-n", help="Images per prompt line (a line's own n wins)."),
     batch_size: int = typer.Option(1, "--batch-size", "-b", help="Images run through the network together; more is faster on a GPU and needs more memory. Changes no image."),
-    device: str = typer.Option(defaults.DEVICE, "--device", help="auto, cpu, cuda, cuda:N or mps (under torchrun, auto/cuda mean cuda:LOCAL_RANK)."),
-    dtype: Optional[str] = typer.Option(defaults.DTYPE, "--dtype", help="float32, float16 or bfloat16 (default: float32 on CPU, float16 on GPU)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr; stdout still lists the images written."),
+    device: str = Opt.device,
+    dtype: Optional[str] = Opt.dtype,
+    quiet: bool = Opt.quiet,
 ) -> None:
     """Generate an image for every prompt in a file; prints each image's path as it is written."""
     from ..batch import distributed, jobs as joblib, manifest, prompts as promptlib
@@ -52,7 +52,9 @@ def batch(
     if prompts == "-" and world.size > 1:
         raise UsageError("PROMPTS - (stdin) cannot be split across torchrun processes; save the prompts to a file")
     lines = promptlib.parse(promptlib.read_source(prompts), "<stdin>" if prompts == "-" else prompts)
-    _prepare_outdir(outdir)
+    from ..images import ensure_folder
+
+    ensure_folder(outdir, "OUTDIR")
     user_quiet, quiet = quiet, quiet or not world.main  # one process talks; the others only report failures
     from ..pipeline import Settings
 
@@ -158,19 +160,6 @@ def _messages(progress, quiet: bool):
             progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     return emit
-
-
-def _prepare_outdir(outdir: Path) -> None:
-    if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"OUTDIR {str(outdir)!r} is a file; give a folder (it is created if missing)")
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create OUTDIR {str(outdir)!r} ({e.strerror}); choose another folder") from None
-    import os
-
-    if not os.access(outdir, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to {str(outdir)!r} (permission denied); choose another OUTDIR")
 
 
 def _elapsed(start: float) -> str:

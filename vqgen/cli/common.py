@@ -6,6 +6,10 @@ from a small config file) before paying for the slow load of the weights.
 
 from __future__ import annotations
 
+import typer
+
+from .. import defaults
+from ..errors import UsageError
 from .progress import status
 
 
@@ -25,3 +29,50 @@ def load_pipeline(resolved, device, dtype, *, quiet: bool):
 
     with status(f"loading {resolved.name}", quiet):
         return Pipeline.from_folder(resolved.path, device=str(device), dtype=dtype, resolved=resolved)
+
+
+# The generation options that `generate` and `batch` share, defined once so that their names,
+# defaults (from defaults.py) and help can never drift apart.
+class Opt:
+    model = typer.Option(defaults.MODEL, "--model", "-m", help="Local model folder, bundled model name (shapes) or Hub repo id.")
+    steps = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain: 100 for ITHQ).")
+    guidance = typer.Option(defaults.GUIDANCE, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off (half the work per step).")
+    truncation = typer.Option(defaults.TRUNCATION, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1].")
+    schedule = typer.Option(defaults.SCHEDULE, "--schedule", help="strided: S steps spread over the whole chain; diffusers: the reference's last S steps.")
+    sampler = typer.Option(defaults.SAMPLER, "--sampler", help="posterior: the plain posterior; purity: the purity prior of Improved VQ-Diffusion.")
+    purity_weight = typer.Option(defaults.PURITY_WEIGHT, "--purity-weight", help="How much purity sharpens new tokens (purity sampler).")
+    revision = typer.Option(None, "--revision", help="Hub branch, tag or commit of --model.")
+    offline = typer.Option(False, "--offline", help="Use only the local cache; never touch the network (also HF_HUB_OFFLINE=1).")
+    device = typer.Option(defaults.DEVICE, "--device", help="auto, cpu, cuda, cuda:N or mps.")
+    dtype = typer.Option(defaults.DTYPE, "--dtype", help="float32, float16 or bfloat16 (default: float32 on CPU, float16 on GPU).")
+    quiet = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr; stdout still lists the images written.")
+
+
+def validate_basics(steps, guidance, truncation, num_images) -> None:
+    """Checks that need no model, done before the (slow) model load."""
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps {steps} is out of range; use at least 1 (the model's chain length at most)")
+    if not 0 < truncation <= 1:
+        raise UsageError(f"--truncation {truncation} is out of range; use a value in (0, 1], e.g. 0.86 or 1.0")
+    if guidance < 0:
+        raise UsageError(f"--guidance {guidance} is negative; use 0 or more (1 turns guidance off)")
+    if num_images < 1:
+        raise UsageError(f"-n {num_images}: the number of images must be at least 1")
+
+
+def read_vqgen_record(path, what: str) -> dict:
+    """The vqgen record of an image file, or a one-line UsageError saying why there is none."""
+    from pathlib import Path
+
+    from ..metadata import read_record
+
+    image = Path(path).expanduser()
+    if not image.is_file():
+        raise UsageError(f"{what} {str(path)!r}: no such file")
+    try:
+        record = read_record(image)
+    except OSError:
+        raise UsageError(f"{what} {str(path)!r} is not an image vqgen can read") from None
+    if record is None:
+        raise UsageError(f"{what} {str(path)!r} carries no vqgen metadata (it was not made by vqgen, or its text chunks were stripped)")
+    return record

@@ -12,7 +12,7 @@ import typer
 from .. import defaults
 from ..errors import UsageError
 from . import app
-from .common import find_model, load_pipeline
+from .common import Opt, find_model, load_pipeline, read_vqgen_record, validate_basics
 from .progress import make_progress, say, step_bar
 
 MAX_BATCH = 8  # images per network call for -n; more only costs memory, not time per image
@@ -21,31 +21,9 @@ MAX_BATCH = 8  # images per network call for -n; more only costs memory, not tim
 FROM_IMAGE_KEYS = ("model", "revision", "steps", "guidance", "truncation", "schedule", "sampler", "purity_weight", "seed", "dtype")
 
 
-def validate_basics(steps, guidance, truncation, num_images) -> None:
-    """Checks that need no model, done before the (slow) model load."""
-    if steps is not None and steps < 1:
-        raise UsageError(f"--steps {steps} is out of range; use at least 1 (the model's chain length at most)")
-    if not 0 < truncation <= 1:
-        raise UsageError(f"--truncation {truncation} is out of range; use a value in (0, 1], e.g. 0.86 or 1.0")
-    if guidance < 0:
-        raise UsageError(f"--guidance {guidance} is negative; use 0 or more (1 turns guidance off)")
-    if num_images < 1:
-        raise UsageError(f"-n {num_images}: the number of images must be at least 1")
-
-
 def settings_from_image(path: str, given: dict) -> dict:
     """The options recorded in a vqgen image, overridden by those given on the command line."""
-    from ..metadata import read_record
-
-    image = Path(path).expanduser()
-    if not image.is_file():
-        raise UsageError(f"--from-image {path!r}: no such file")
-    try:
-        record = read_record(image)
-    except OSError:
-        raise UsageError(f"--from-image {path!r} is not an image vqgen can read") from None
-    if record is None:
-        raise UsageError(f"--from-image {path!r} carries no vqgen metadata; only images made by vqgen can be regenerated")
+    record = read_vqgen_record(path, "--from-image")
     restored = {key: record.get(key) for key in FROM_IMAGE_KEYS if record.get(key) is not None}
     if record.get("repo_id"):
         restored["model"] = record["repo_id"]
@@ -58,25 +36,25 @@ def settings_from_image(path: str, given: dict) -> dict:
 def generate(
     ctx: typer.Context,
     prompt: Optional[str] = typer.Argument(None, help="What to draw. Prompts over 77 CLIP tokens lose their end, as in the reference."),
-    model: str = typer.Option(defaults.MODEL, "--model", "-m", help="Local model folder, bundled model name or Hub repo id."),
+    model: str = Opt.model,
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Image file (.png). Default: a name from the prompt. With -n, NAME-0.png, NAME-1.png, ..."),
-    steps: Optional[int] = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain: 100 for ITHQ)."),
-    guidance: float = typer.Option(defaults.GUIDANCE, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off (half the work per step)."),
-    truncation: float = typer.Option(defaults.TRUNCATION, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1]."),
-    schedule: str = typer.Option(defaults.SCHEDULE, "--schedule", help="strided: S steps spread over the whole chain; diffusers: the reference's last S steps."),
-    sampler: str = typer.Option(defaults.SAMPLER, "--sampler", help="posterior: the plain posterior; purity: the purity prior of Improved VQ-Diffusion."),
-    purity_weight: float = typer.Option(defaults.PURITY_WEIGHT, "--purity-weight", help="How much purity sharpens new tokens (purity sampler)."),
+    steps: Optional[int] = Opt.steps,
+    guidance: float = Opt.guidance,
+    truncation: float = Opt.truncation,
+    schedule: str = Opt.schedule,
+    sampler: str = Opt.sampler,
+    purity_weight: float = Opt.purity_weight,
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (image i uses seed+i). Random when absent, and reported."),
     num_images: int = typer.Option(defaults.NUM_IMAGES, "--num-images", "-n", help="How many images."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub branch, tag or commit of --model."),
-    offline: bool = typer.Option(False, "--offline", help="Use only the local cache; never touch the network (also HF_HUB_OFFLINE=1)."),
-    device: str = typer.Option(defaults.DEVICE, "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    dtype: Optional[str] = typer.Option(defaults.DTYPE, "--dtype", help="float32, float16 or bfloat16 (default: float32 on CPU, float16 on GPU)."),
+    revision: Optional[str] = Opt.revision,
+    offline: bool = Opt.offline,
+    device: str = Opt.device,
+    dtype: Optional[str] = Opt.dtype,
     from_image: Optional[str] = typer.Option(None, "--from-image", help="Regenerate a vqgen image: its settings, overridden by any option given here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking the next free name."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object per image (path, seed, settings, seconds) instead of bare paths."),
     grid: bool = typer.Option(False, "--grid", help="With -n above 1, also write NAME-grid.png, a contact sheet of the images."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr; stdout still lists the images."),
+    quiet: bool = Opt.quiet,
 ) -> None:
     """Generate images from a prompt; prints the path of each image written, one per line."""
     from ..device import resolve_device, resolve_dtype

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UsageError
 from . import app
 
 
@@ -17,16 +16,9 @@ def info(
     json_output: bool = typer.Option(False, "--json", help="One JSON object (prompt, seed, settings, versions) instead of a table."),
 ) -> None:
     """Show the prompt, seed and settings recorded in an image."""
-    from ..metadata import read_record
+    from .common import read_vqgen_record
 
-    if not image.is_file():
-        raise UsageError(f"{str(image)!r}: no such file")
-    try:
-        record = read_record(image)
-    except OSError:
-        raise UsageError(f"{str(image)!r} is not an image vqgen can read") from None
-    if record is None:
-        raise UsageError(f"{str(image)!r} carries no vqgen metadata (it was not made by vqgen, or its text chunks were stripped)")
+    record = read_vqgen_record(image, "image")
     if json_output:
         print(json.dumps(record, ensure_ascii=False, sort_keys=True))
         return
