@@ -189,3 +189,24 @@ def test_train_demo_command(tmp_path):
     assert main(["train-demo", str(out), "--smoke"]) == 0
     assert (out / "model_index.json").is_file()
     assert main(["train-demo", str(out), "--smoke"]) != 0  # refuses a non-empty folder
+
+
+def test_bundled_model_brings_its_own_defaults(tmp_path, capsys):
+    """`--model shapes` runs with the settings its quality table supports (25 strided steps, no
+    guidance) unless the command line says otherwise; the image records what was used."""
+    import json
+
+    from PIL import Image
+
+    from vqgen.bundled import RECOMMENDED_SETTINGS
+    from vqgen.cli import main
+
+    assert main(["a red circle in the top left", "--model", "shapes", "-o", str(tmp_path / "a.png"), "--seed", "3", "-q"]) == 0
+    record = json.loads(Image.open(tmp_path / "a.png").text["vqgen"])
+    for key, value in RECOMMENDED_SETTINGS["shapes"].items():
+        assert record[key] == value
+    assert main(["a red circle in the top left", "--model", "shapes", "-o", str(tmp_path / "b.png"), "--seed", "3",
+                 "--guidance", "3", "-q"]) == 0
+    record = json.loads(Image.open(tmp_path / "b.png").text["vqgen"])
+    assert record["guidance"] == 3.0 and record["steps"] == RECOMMENDED_SETTINGS["shapes"]["steps"]
+    capsys.readouterr()

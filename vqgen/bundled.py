@@ -28,3 +28,12 @@ def bundled_model_path(name: str) -> Path | None:
     if path is None or not (path / "model_index.json").is_file():
         return None
     return path
+
+
+def recommended_settings(folder: Path) -> dict:
+    """The settings a bundled model recommends over vqgen's global defaults (empty for others)."""
+    folder = Path(folder).resolve()
+    for name, path in BUNDLED.items():
+        if folder == path.resolve():
+            return dict(RECOMMENDED_SETTINGS.get(name, {}))
+    return {}

@@ -73,6 +73,9 @@ class Pipeline:
     def __init__(self, components: Components, device: torch.device, dtype: torch.dtype, model: ResolvedModel):
         self.c = components
         self.device, self.dtype, self.model = device, dtype, model
+        from .bundled import recommended_settings
+
+        self.recommended = recommended_settings(model.path)  # a bundled model's own defaults
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = defaults.DEVICE, dtype: str | torch.dtype | None = defaults.DTYPE,
@@ -99,7 +102,8 @@ class Pipeline:
         if num_images < 1:
             raise UsageError(f"-n {num_images}: the number of images must be at least 1")
         base = random_seed() if seed is None else int(seed)
-        return self.generate(prompts, [base + i for i in range(len(prompts))], Settings(**settings), on_step=on_step)
+        settings = Settings(**{**self.recommended, **settings})
+        return self.generate(prompts, [base + i for i in range(len(prompts))], settings, on_step=on_step)
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int], settings: Settings, on_step: StepCallback | None = None) -> Generation:

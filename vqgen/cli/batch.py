@@ -21,6 +21,7 @@ MAX_BATCH_SIZE = 1024  # a typo guard: far above what fits in any GPU's memory a
 
 @app.command()
 def batch(
+    ctx: typer.Context,
     prompts: str = typer.Argument(..., help="Text file, one prompt per line (or JSON Lines with prompt/seed/steps/guidance/truncation/n); - for stdin."),
     outdir: Path = typer.Argument(..., help="Folder for the images and manifest.jsonl; created if missing. Re-running skips finished images."),
     model: str = Opt.model,
@@ -58,13 +59,15 @@ def batch(
     user_quiet, quiet = quiet, quiet or not world.main  # one process talks; the others only report failures
     from ..pipeline import Settings
 
-    base = Settings(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
-                    sampler=sampler, purity_weight=purity_weight)
-
-    # 2. The model's chain length, so every line's settings are checked before any work.
-    from .common import find_model
+    # 2. The model's chain length, so every line's settings are checked before any work; its
+    #    recommended settings for what the command line left open.
+    from .common import find_model, recommended_for
 
     resolved, num_timesteps = find_model(model, revision=revision, offline=offline, quiet=quiet)
+    chosen = dict(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
+                  sampler=sampler, purity_weight=purity_weight) | recommended_for(ctx, resolved)
+    steps, guidance, truncation = chosen["steps"], chosen["guidance"], chosen["truncation"]
+    base = Settings(**chosen)
     base.validate(num_timesteps)
     for line in lines:
         if line.steps is not None and line.steps > num_timesteps:

@@ -48,6 +48,15 @@ class Opt:
     quiet = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr; stdout still lists the images written.")
 
 
+def recommended_for(ctx, resolved, keep: set[str] = frozenset()) -> dict:
+    """The model's recommended settings (a bundled model's) for the options that the command line
+    did not give and that are not in `keep`. Where the model recommends nothing, defaults.py rules."""
+    from ..bundled import recommended_settings
+
+    given = {name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    return {k: v for k, v in recommended_settings(resolved.path).items() if k not in given and k not in keep}
+
+
 def validate_basics(steps, guidance, truncation, num_images) -> None:
     """Checks that need no model, done before the (slow) model load."""
     if steps is not None and steps < 1:

@@ -12,7 +12,7 @@ import typer
 from .. import defaults
 from ..errors import UsageError
 from . import app
-from .common import Opt, find_model, load_pipeline, read_vqgen_record, validate_basics
+from .common import Opt, find_model, load_pipeline, read_vqgen_record, recommended_for, validate_basics
 from .progress import make_progress, say, step_bar
 
 MAX_BATCH = 8  # images per network call for -n; more only costs memory, not time per image
@@ -62,10 +62,11 @@ def generate(
     from ..metadata import image_record, png_info
     from ..pipeline import Settings, random_seed
 
-    # 1. Settings: the command line, over those recorded in --from-image.
+    # 1. Settings: the command line, over those recorded in --from-image, over the model's
+    #    recommendations (step 3), over defaults.py.
+    restored: dict = {}
     if from_image:
         given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
-        given.pop("prompt", None) if prompt is None else None
         restored = settings_from_image(from_image, given)
         prompt, model, revision = restored["prompt"], restored.get("model", model), restored.get("revision", revision)
         steps, guidance, truncation = restored.get("steps", steps), restored.get("guidance", guidance), restored.get("truncation", truncation)
@@ -76,8 +77,6 @@ def generate(
 
     # 2. Everything that can be checked without the model.
     validate_basics(steps, guidance, truncation, num_images)
-    settings = Settings(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
-                        sampler=sampler, purity_weight=purity_weight)
     paths = output_paths(output, prompt, num_images)
     for path in paths:
         prepare_folder(path)
@@ -86,6 +85,9 @@ def generate(
 
     # 3. The model: its chain length first (cheap), then the weights.
     resolved, num_timesteps = find_model(model, revision=revision, offline=offline, quiet=quiet)
+    chosen = dict(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
+                  sampler=sampler, purity_weight=purity_weight)
+    settings = Settings(**{**chosen, **recommended_for(ctx, resolved, keep=set(restored))})
     settings.validate(num_timesteps)
     pipe = load_pipeline(resolved, dev, dt, quiet=quiet)
 
