@@ -166,3 +166,30 @@ def test_images_get_ordinary_permissions(capsys, tmp_path, diffusers_folder):
     assert code == 0, err
     assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o644
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_paths_stay_on_stdout_when_stderr_is_a_terminal(tmp_path, diffusers_folder):
+    """With the progress bar live on a terminal, rich must not capture stdout: `vqgen ... | xargs`
+    on a terminal still gets the paths on stdout."""
+    import pty
+
+    out = tmp_path / "tty.png"
+    primary, secondary = pty.openpty()
+    result = subprocess.run(
+        ["vqgen", "a red bus", "-m", str(diffusers_folder), "-o", str(out), "--seed", "1", "--steps", "3"],
+        stdout=subprocess.PIPE, stderr=secondary, timeout=120,
+    )
+    os.close(secondary)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(primary)
+    assert result.returncode == 0
+    assert result.stdout.decode() == f"{out}\n"
+    assert b"denoising" in terminal  # the bar was drawn on the terminal

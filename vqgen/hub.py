@@ -258,6 +258,7 @@ def make_download_progress(quiet: bool):
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         TextColumn("eta"), TimeRemainingColumn(),
         console=stderr, transient=True, disable=quiet or not stderr.is_terminal,
+        redirect_stdout=False, redirect_stderr=False,  # stdout carries only the model path
     )
 
 

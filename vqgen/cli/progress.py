@@ -29,6 +29,9 @@ def make_progress(quiet: bool) -> Progress:
         console=stderr,
         transient=True,
         disable=quiet or not stderr.is_terminal,
+        # Paths printed to stdout must stay on stdout, even while the bar is live on a terminal.
+        redirect_stdout=False,
+        redirect_stderr=False,
     )
 
 
