@@ -89,39 +89,12 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def _train_bpe(words: list[str]) -> list[tuple[str, str]]:
-    """Plain BPE training (most frequent pair first, ties broken lexicographically).
+    """Plain BPE training, shared with the demo model's tokenizer (vqgen.demo.export): learning
+    the merges, rather than writing them by hand, guarantees they are consistent (every merge joins
+    two existing tokens; each training word encodes to one token, checked in the tests)."""
+    from vqgen.demo.export import learn_merges
 
-    Learning the merges, rather than writing them by hand, guarantees they are consistent: every
-    merge joins two existing tokens, and encoding a training word by merge rank reproduces it as
-    one token (checked in the tests).
-    """
-    byte_enc = bytes_to_unicode()
-    seqs = []
-    for w in words:
-        chars = [byte_enc[b] for b in w.encode("utf-8")]
-        chars[-1] += "</w>"
-        seqs.append(chars)
-    merges: list[tuple[str, str]] = []
-    while True:
-        counts: dict[tuple[str, str], int] = {}
-        for s in seqs:
-            for pair in zip(s, s[1:]):
-                counts[pair] = counts.get(pair, 0) + 1
-        if not counts:
-            return merges
-        best = min(counts, key=lambda p: (-counts[p], p))
-        merges.append(best)
-        joined = best[0] + best[1]
-        for i, s in enumerate(seqs):
-            out, j = [], 0
-            while j < len(s):
-                if j + 1 < len(s) and (s[j], s[j + 1]) == best:
-                    out.append(joined)
-                    j += 2
-                else:
-                    out.append(s[j])
-                    j += 1
-            seqs[i] = out
+    return learn_merges(words)
 
 
 @lru_cache(maxsize=None)
