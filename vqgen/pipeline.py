@@ -1,7 +1,7 @@
 """Text -> image: the generation loop over the loaded components.
 
     pipe = vqgen.load("path/or/repo-id")
-    images = pipe("a red bus", seed=42, num_images=2)   # list of PIL images
+    result = pipe("a red bus", seed=42, num_images=2)   # result.images: PIL images, result.seeds
 
 Image i of a call uses seed + i and its own random generator, so every image can be reproduced
 alone and equals what the reference makes for that seed with batch size one.
@@ -40,8 +40,12 @@ class Settings:
     sampler: str = defaults.SAMPLER
     purity_weight: float = defaults.PURITY_WEIGHT
 
-    def validate(self, num_timesteps: int) -> None:
-        if self.steps is not None and not 1 <= self.steps <= num_timesteps:
+    def validate(self, num_timesteps: int | None) -> None:
+        """One-line UsageErrors for values no model accepts; with the model's chain length T known,
+        also for steps above T."""
+        if self.steps is not None and self.steps < 1:
+            raise UsageError(f"--steps {self.steps} is out of range; use at least 1 (the model's chain length at most)")
+        if self.steps is not None and num_timesteps is not None and self.steps > num_timesteps:
             raise UsageError(f"--steps {self.steps} is out of range: this model's chain has {num_timesteps} steps; use 1..{num_timesteps}")
         if not 0 < self.truncation <= 1:
             raise UsageError(f"--truncation {self.truncation} is out of range; use a value in (0, 1], e.g. 0.86 or 1.0")

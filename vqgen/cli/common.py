@@ -59,12 +59,9 @@ def recommended_for(ctx, resolved, keep: set[str] = frozenset()) -> dict:
 
 def validate_basics(steps, guidance, truncation, num_images) -> None:
     """Checks that need no model, done before the (slow) model load."""
-    if steps is not None and steps < 1:
-        raise UsageError(f"--steps {steps} is out of range; use at least 1 (the model's chain length at most)")
-    if not 0 < truncation <= 1:
-        raise UsageError(f"--truncation {truncation} is out of range; use a value in (0, 1], e.g. 0.86 or 1.0")
-    if guidance < 0:
-        raise UsageError(f"--guidance {guidance} is negative; use 0 or more (1 turns guidance off)")
+    from ..pipeline import Settings
+
+    Settings(steps=steps, guidance=guidance, truncation=truncation).validate(None)
     if num_images < 1:
         raise UsageError(f"-n {num_images}: the number of images must be at least 1")
 
