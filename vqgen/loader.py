@@ -110,7 +110,10 @@ def load_vqvae(folder: Path, device, dtype, files: dict) -> VQVAE:
 
 def load_text_encoder(folder: Path, device, dtype, files: dict) -> TextEncoder:
     # transformers is imported here, not at module level: it is the slowest import of all.
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    # The tokenizers-backed CLIP tokenizer: in transformers 5 CLIPTokenizer is this class; in
+    # transformers 4 only it reads the tokenizer.json that current save_pretrained writes.
+    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTokenizerFast as CLIPTokenizer
 
     sub = folder / "text_encoder"
     tok_dir = folder / "tokenizer"
@@ -127,7 +130,12 @@ def load_text_encoder(folder: Path, device, dtype, files: dict) -> TextEncoder:
         model = CLIPTextModel(config)
     path = ckpt.find_weights(sub, ckpt.TRANSFORMERS_STEMS, dtype, "text_encoder")
     state = ckpt.rename(ckpt.read_weights(path, "text_encoder"), ckpt.TEXT_RULES)
-    ckpt.assign(model, state, "text_encoder", path, device, dtype, ignored=ckpt.TEXT_IGNORED)
+    # transformers 4 names CLIPTextModel's weights "text_model.*", transformers 5 does not: give the
+    # (prefix-free) checkpoint keys whatever prefix this version's module expects.
+    prefix = "text_model." if any(k.startswith("text_model.") for k in model.state_dict()) else ""
+    state = {prefix + k: v for k, v in state.items()}
+    ignored = {prefix + k for k in ckpt.TEXT_IGNORED}
+    ckpt.assign(model, state, "text_encoder", path, device, dtype, ignored=ignored)
     # position_ids is a non-persistent buffer: rebuild it where the meta construction left it empty.
     for name, buf in list(model.named_buffers()):
         if buf.is_meta:
