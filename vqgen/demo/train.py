@@ -24,7 +24,7 @@ does), which trains a toy model much faster. Sampling then uses vqgen's exact po
 Everything is seeded (torch.manual_seed, a torch Generator for batches, numpy PCG64 for the
 dataset) and runs with a fixed number of CPU threads, so a run on the same machine and library
 versions reproduces the same weights (CUDA runs are not bit-reproducible). The default
-configuration takes about 40 minutes on two CPU cores (0.43 s per transformer step at 2 threads)
+configuration took 58.5 minutes on the two-core development machine (0.71 s per transformer step at 2 threads)
 and under 3 minutes on one GPU.
 """
 
