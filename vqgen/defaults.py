@@ -22,3 +22,7 @@ DTYPE = None  # None: float32 on CPU, float16 on CUDA/MPS (see device.py)
 
 # Output file name when -o is not given: derived from the prompt, capped to this many characters.
 SLUG_MAX_CHARS = 60
+
+# `vqgen train-demo`: the seed that made the bundled shapes model (how it was chosen: TRAINING.md
+# beside the model).
+DEMO_TRAIN_SEED = 1

@@ -53,6 +53,14 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
     "a {color} {shape} located in the {position}",
 )
 
+# Captions that leave one attribute out. Training may mix them in (TrainConfig.partial_captions) so
+# that the text encoder learns each word's meaning on its own, not only as part of a seen pair.
+PARTIAL_TEMPLATES: tuple[str, ...] = (
+    "a {shape} in the {position}",
+    "a {color} shape in the {position}",
+    "a {color} {shape}",
+)
+
 
 @dataclass(frozen=True)
 class ShapeSpec:

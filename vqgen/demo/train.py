@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import defaults
 from ..config import ScheduleConfig, TransformerConfig, VQVAEConfig
 from ..schedule import NoiseSchedule
 from ..transformer import DiscreteTransformer
@@ -50,7 +51,7 @@ from .export import export_folder, load_tokenizer, write_tokenizer
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 0
+    seed: int = defaults.DEMO_TRAIN_SEED
     threads: int = 2
     device: str = "cpu"
     # VQ-VAE (stage A)
@@ -81,6 +82,8 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     caption_dropout: float = 0.1
+    partial_captions: float = 0.0  # share of captions that leave one attribute out (shapes.PARTIAL_TEMPLATES)
+    visible_loss: float = 1.0  # weight of the cross-entropy at uncorrupted positions (see x0_loss)
     ema: float = 0.998
     time_budget: float | None = None  # seconds for stage B; stops early (then not reproducible)
     log_every: int = 50
@@ -93,9 +96,13 @@ SMOKE = TrainConfig(
 )
 
 
-def caption_words() -> list[str]:
+def caption_templates(partial: bool) -> tuple[str, ...]:
+    return shapes.CAPTION_TEMPLATES + (shapes.PARTIAL_TEMPLATES if partial else ())
+
+
+def caption_words(partial: bool = False) -> list[str]:
     """Every word of every caption template, colour, shape and position."""
-    text = " ".join(shapes.CAPTION_TEMPLATES + tuple(shapes.COLORS) + shapes.SHAPES + shapes.POSITIONS)
+    text = " ".join(caption_templates(partial) + tuple(shapes.COLORS) + shapes.SHAPES + shapes.POSITIONS)
     return sorted(set(re.findall(r"[a-z]+", text.replace("{", " ").replace("}", " "))))
 
 
@@ -236,6 +243,19 @@ def logits_per_sample_t(model: DiscreteTransformer, ids: torch.Tensor, t: torch.
     return model.head(model.norm_out(h))
 
 
+def x0_loss(logits: torch.Tensor, x0: torch.Tensor, corrupt: torch.Tensor, visible_weight: float) -> torch.Tensor:
+    """Mean cross-entropy of x0 at corrupted positions, plus visible_weight times the mean at the
+    positions left as they were. The second term teaches the network to give back a visible token:
+    the sampler's last step redraws EVERY position from p(x0 | x_1) (SPEC section 6, as the
+    reference does), so a network trained on corrupted positions alone re-rolls about half of a
+    finished image there (measured: 49% of tokens changed by the last step; 0.1% with this term)."""
+    nll = -F.log_softmax(logits.float(), dim=-1).gather(-1, x0[..., None])[..., 0]  # (B, N)
+    loss = nll[corrupt].mean()
+    if visible_weight:
+        loss = loss + visible_weight * nll[~corrupt].mean()
+    return loss
+
+
 def encode_text(text_model, ids: torch.Tensor) -> torch.Tensor:
     hidden = text_model(ids).last_hidden_state
     return hidden / hidden.norm(dim=-1, keepdim=True)
@@ -252,15 +272,14 @@ class Trained:
     stats: dict = field(default_factory=dict)
 
 
-def caption_table(tokenizer, length: int) -> torch.Tensor:
+def caption_table(tokenizer, length: int, templates: tuple[str, ...] = shapes.CAPTION_TEMPLATES) -> torch.Tensor:
     """Token ids (90 * templates, L) of every (combination, template) caption, padded like the
     pipeline pads (max_length, no truncation, first L ids)."""
     rows = []
     for color, shape, position in shapes.all_combinations():
-        spec = shapes.ShapeSpec(color, shape, position, 0.4)
-        for j in range(len(shapes.CAPTION_TEMPLATES)):
-            ids = tokenizer(shapes.caption(spec, j), padding="max_length", max_length=length).input_ids[:length]
-            rows.append(ids)
+        for template in templates:
+            text = template.format(color=color, shape=shape, position=position)
+            rows.append(tokenizer(text, padding="max_length", max_length=length).input_ids[:length])
     return torch.tensor(rows)
 
 
@@ -297,12 +316,14 @@ def train(cfg: TrainConfig = TrainConfig(), quiet: bool = False, work_dir: Path 
     log(f"tokenised {len(specs)} images to {tokens.shape[1]} tokens each; {tokens.unique().numel()} distinct codes")
 
     # Tokenizer, text encoder, transformer, learned null.
-    words = caption_words()
+    partial = cfg.partial_captions > 0
+    words = caption_words(partial)
     with tempfile.TemporaryDirectory() as tmp:
         vocab_size = write_tokenizer(Path(tmp), words, cfg.text_length)
         tokenizer = load_tokenizer(Path(tmp))
-    captions = caption_table(tokenizer, cfg.text_length)
-    n_templates = len(shapes.CAPTION_TEMPLATES)
+    templates = caption_templates(partial)
+    captions = caption_table(tokenizer, cfg.text_length, templates)
+    n_templates, n_full = len(templates), len(shapes.CAPTION_TEMPLATES)
     text_model = make_text_model(cfg, vocab_size).to(device).train()
     tcfg = transformer_config(cfg, side)
     model = DiscreteTransformer(tcfg).to(device).train()
@@ -333,7 +354,11 @@ def train(cfg: TrainConfig = TrainConfig(), quiet: bool = False, work_dir: Path 
             group["lr"] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup)
         idx = torch.randint(len(tokens), (cfg.batch,), generator=g)
         x0 = tokens[idx]
-        cap = captions[combo_ids[idx] * n_templates + torch.randint(n_templates, (cfg.batch,), generator=g)]
+        template = torch.randint(n_full, (cfg.batch,), generator=g)
+        if partial:  # drawn only when used, so that partial_captions=0 keeps the original random stream
+            use_partial = torch.rand(cfg.batch, generator=g) < cfg.partial_captions
+            template = torch.where(use_partial, n_full + torch.randint(n_templates - n_full, (cfg.batch,), generator=g), template)
+        cap = captions[combo_ids[idx] * n_templates + template]
         drop = torch.rand(cfg.batch, generator=g) < cfg.caption_dropout
         t = torch.randint(T, (cfg.batch,), generator=g)
         r = torch.rand(x0.shape, generator=g, dtype=torch.float64)
@@ -345,8 +370,7 @@ def train(cfg: TrainConfig = TrainConfig(), quiet: bool = False, work_dir: Path 
         text = encode_text(text_model, cap.to(device))
         text = torch.where(drop.to(device)[:, None, None], null[None], text)
         logits = logits_per_sample_t(model, xt.to(device), t.to(device), text)
-        target = torch.where(corrupt, x0, -100).to(device)
-        loss = F.cross_entropy(logits.reshape(-1, K - 1), target.reshape(-1), ignore_index=-100)
+        loss = x0_loss(logits, x0.to(device), corrupt.to(device), cfg.visible_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -379,18 +403,19 @@ def save(trained: Trained, folder: Path, dtype: torch.dtype = torch.float16) -> 
                          schedule_cfg=trained.schedule, words=trained.words, dtype=dtype)
 
 
-def quick_accuracy(folder: Path, steps: int = 25, guidance: float = 3.0, seeds: int = 1, unseen: bool = False,
-                   device: str = "cpu", dtype: str = "float32") -> float:
-    """Judge accuracy on canonical captions of seen (or unseen) combinations, one batch per seed."""
+def quick_accuracy(folder: Path, unseen: bool = False, seeds: int = 1, device: str = "cpu") -> float:
+    """Judge accuracy on canonical captions of seen (or unseen) combinations at the bundled model's
+    recommended settings, one batch per seed."""
+    from ..bundled import RECOMMENDED_SETTINGS
     from ..pipeline import Pipeline, Settings
     from .judge import judge, score
 
-    pipe = Pipeline.from_folder(folder, device=device, dtype=dtype)
+    pipe = Pipeline.from_folder(folder, device=device, dtype="float32")
     combos = shapes.unseen_combinations() if unseen else shapes.seen_combinations()
     prompts = [shapes.canonical_caption(*c) for c in combos]
     right = 0
     for s in range(seeds):
-        gen = pipe.generate(prompts, [1000 * s + i for i in range(len(prompts))], Settings(steps=steps, guidance=guidance))
+        gen = pipe.generate(prompts, [1000 * s + i for i in range(len(prompts))], Settings(**RECOMMENDED_SETTINGS["shapes"]))
         right += sum(score(c, judge(im)) for c, im in zip(combos, gen.images))
     return right / (len(prompts) * seeds)
 
@@ -399,25 +424,7 @@ def main(output: Path, cfg: TrainConfig = TrainConfig(), evaluate: bool = True, 
     trained = train(cfg, quiet=quiet)
     save(trained, output)
     if evaluate and not quiet:
-        acc = quick_accuracy(output)
-        print(f"seen-combination accuracy (25 strided steps, guidance 3, one seed): {acc:.1%}", flush=True)
+        seen, unseen = quick_accuracy(output), quick_accuracy(output, unseen=True, seeds=4)
+        print(f"accuracy at the recommended settings: seen combinations {seen:.1%} (80 images), "
+              f"unseen {unseen:.1%} (40 images)", flush=True)
     return trained
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
-    parser.add_argument("--vq-steps", type=int, default=TrainConfig.vq_steps)
-    parser.add_argument("--threads", type=int, default=TrainConfig.threads)
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
-    base = SMOKE if args.smoke else TrainConfig()
-    config = replace(base, seed=args.seed, device=args.device, threads=args.threads,
-                     **({} if args.smoke else {"steps": args.steps, "vq_steps": args.vq_steps}))
-    main(args.output, config, evaluate=not args.smoke)
-
