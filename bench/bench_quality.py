@@ -6,7 +6,7 @@ vqgen.demo.judge (colour, shape and position must all be right), and report accu
 time per image. Prints a markdown table; --write also puts it into docs/quality.md between the
 bench markers.
 
-    python bench/bench_quality.py                      # ~15 minutes on 2 CPU cores
+    python bench/bench_quality.py                      # ~17 minutes on 2 CPU cores
     python bench/bench_quality.py --quick              # a few settings, one seed: ~2 minutes
     python bench/bench_quality.py --write docs/quality.md
 """
@@ -40,6 +40,9 @@ SETTINGS: list[tuple[str, dict]] = [
     ("25 steps, guidance 3", dict(steps=25, guidance=3.0)),
     ("25 steps, guidance 5", dict(steps=25, guidance=5.0)),
     ("25 steps, truncation 0.86", dict(steps=25, truncation=0.86)),
+    ("25 steps, truncation 0.86, `--schedule diffusers`", dict(steps=25, truncation=0.86, schedule="diffusers")),
+    ("10 steps, truncation 0.86", dict(steps=10, truncation=0.86)),
+    ("25 steps, purity sampler, truncation 0.86", dict(steps=25, sampler="purity", purity_weight=1.0, truncation=0.86)),
 ]
 QUICK = {"100 steps (the full chain)", "25 steps, strided", "25 steps, `--schedule diffusers`", "25 steps, guidance 3"}
 BASE = dict(guidance=1.0, truncation=1.0, schedule="strided", sampler="posterior")
@@ -47,18 +50,38 @@ BASE = dict(guidance=1.0, truncation=1.0, schedule="strided", sampler="posterior
 START, END = "<!-- bench_quality:start -->", "<!-- bench_quality:end -->"
 
 
-def run_setting(pipe: Pipeline, settings: Settings, combos, seeds: int, batch: int,
-                max_images: int | None = None) -> tuple[float, float, int]:
-    """(accuracy, seconds, images) over combos x seeds. Seed of (combo i, round s) = 1000 s + i."""
+def judged(pipe: Pipeline, settings: Settings, combos, seeds: int, batch: int,
+           max_images: int | None = None) -> tuple[list[bool], float]:
+    """Right or wrong per image, and the seconds spent generating, over combos x seeds.
+    Seed of (combo i, round s) = 1000 s + i, so two settings see the same prompts and seeds."""
     jobs = [(c, 1000 * s + i) for s in range(seeds) for i, c in enumerate(combos)][:max_images]
-    right, seconds = 0, 0.0
+    right, seconds = [], 0.0
     for start in range(0, len(jobs), batch):
         chunk = jobs[start:start + batch]
         t0 = time.perf_counter()
         gen = pipe.generate([shapes.canonical_caption(*c) for c, _ in chunk], [s for _, s in chunk], settings)
         seconds += time.perf_counter() - t0
-        right += sum(score(c, judge(image)) for (c, _), image in zip(chunk, gen.images))
-    return right / len(jobs), seconds, len(jobs)
+        right += [score(c, judge(image)) for (c, _), image in zip(chunk, gen.images)]
+    return right, seconds
+
+
+def run_setting(pipe: Pipeline, settings: Settings, combos, seeds: int, batch: int,
+                max_images: int | None = None) -> tuple[float, float, int]:
+    """(accuracy, seconds, images) over combos x seeds."""
+    right, seconds = judged(pipe, settings, combos, seeds, batch, max_images)
+    return sum(right) / len(right), seconds, len(right)
+
+
+def write_between_markers(path: Path, start: str, end: str, block: str) -> None:
+    """Put block (which starts with `start` and ends with `end`) into a markdown file, replacing
+    what is between the markers, or appending it."""
+    text = path.read_text(encoding="utf-8") if path.exists() else f"# Quality\n\n{start}\n{end}\n"
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text += "\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,14 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             f"float32, torch {torch.__version__}); seconds per image include decoding, not judging.")
     print("\n" + note)
     if args.write:
-        table = "\n".join([START, *header, *rows, "", note, END])
-        text = args.write.read_text(encoding="utf-8") if args.write.exists() else f"# Quality\n\n{START}\n{END}\n"
-        if START in text and END in text:
-            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
-        else:
-            text += "\n" + table + "\n"
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(text, encoding="utf-8")
+        write_between_markers(args.write, START, END, "\n".join([START, *header, *rows, "", note, END]))
     return 0
 
 

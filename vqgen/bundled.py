@@ -18,7 +18,7 @@ BUNDLED: dict[str, Path] = {
 # Settings the quality benchmark (bench/bench_quality.py, docs/quality.md) supports for each bundled
 # model; ITHQ's published defaults (guidance 5) do not suit a small model.
 RECOMMENDED_SETTINGS: dict[str, dict] = {
-    "shapes": {"steps": 25, "guidance": 1.0, "truncation": 1.0, "schedule": "strided"},
+    "shapes": {"steps": 25, "guidance": 1.0, "truncation": 0.86, "schedule": "strided"},
 }
 
 
