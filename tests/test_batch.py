@@ -307,3 +307,50 @@ def test_two_torchrun_processes_make_the_same_images(prompt_file, diffusers_fold
     assert pixels(tmp_path / "dist") == pixels(tmp_path / "one")
     if base == 100:  # then it is also the batch-size-1 reference itself
         assert pixels(tmp_path / "dist") == pixels(batch1)
+
+
+RANK_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from vqgen.batch import distributed
+world = distributed.detect()
+group = distributed.Group(world)
+seed = group.broadcast_int(1234 if world.main else -1)
+totals = group.sum_ints([world.rank + 1, 10 * world.rank])
+group.close()
+print(json.dumps({"seed": seed, "totals": totals, "process_group": dist.is_initialized()}))
+"""
+
+
+def test_ranks_meet_over_the_store_without_a_process_group():
+    """Started without torchrun (rank 0 hosts the store): the seed and the counts cross, and no
+    gloo process group exists, whose worker threads used to abort the process at exit."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-c", RANK_SCRIPT], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert [r["seed"] for r in results] == [1234, 1234]
+    assert [r["totals"] for r in results] == [[3, 10], [3, 10]]
+    assert not any(r["process_group"] for r in results)
+
+
+def test_master_addr_without_port_is_one_line(monkeypatch):
+    from vqgen.batch import distributed
+
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(UsageError, match="MASTER_PORT"):
+        distributed.detect()
