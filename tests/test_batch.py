@@ -59,10 +59,10 @@ def load_once(monkeypatch):
     """Load each model once per test session: the runs under test are what matters here."""
     real = common.load_pipeline
 
-    def load(resolved, device, dtype, *, quiet):
-        key = (str(resolved.path), str(device), str(dtype))
+    def load(resolved, device, dtype=None, *, quiet, **kernels):
+        key = (str(resolved.path), str(device), str(dtype), tuple(sorted(kernels.items())))
         if key not in _PIPES:
-            _PIPES[key] = real(resolved, device, dtype, quiet=quiet)
+            _PIPES[key] = real(resolved, device, dtype, quiet=quiet, **kernels)
         return _PIPES[key]
 
     monkeypatch.setattr(common, "load_pipeline", load)

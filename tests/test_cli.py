@@ -34,10 +34,10 @@ def assert_one_line_error(code, out, err, *needles):
 
 
 def test_default_command_equals_generate_and_matches_reference(capsys, tmp_path, ithq_folder, ref_pipe, reference):
-    code, out, err = run(capsys, "a red bus", "-m", ithq_folder, "-o", tmp_path / "a.png", "--seed", 3)
+    code, out, err = run(capsys, "a red bus", "-m", ithq_folder, "-o", tmp_path / "a.png", "--seed", 3, "--exact")
     assert code == 0, err
     assert out.splitlines() == [str(tmp_path / "a.png")]
-    code, out, _ = run(capsys, "generate", "a red bus", "-m", ithq_folder, "-o", tmp_path / "b.png", "--seed", 3)
+    code, out, _ = run(capsys, "generate", "a red bus", "-m", ithq_folder, "-o", tmp_path / "b.png", "--seed", 3, "--exact")
     assert code == 0
     a, b = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png"))
     assert np.array_equal(a, b)
@@ -46,7 +46,7 @@ def test_default_command_equals_generate_and_matches_reference(capsys, tmp_path,
 
 def test_num_images_names_seeds_and_parent_folders(capsys, tmp_path, diffusers_folder, ref_pipe, reference):
     target = tmp_path / "new" / "deeper" / "bus.png"
-    code, out, err = run(capsys, "a blue boat", "-m", diffusers_folder, "-o", target, "-n", 2, "--seed", 40, "--guidance", 1, "--truncation", 0.86)
+    code, out, err = run(capsys, "a blue boat", "-m", diffusers_folder, "-o", target, "-n", 2, "--seed", 40, "--guidance", 1, "--truncation", 0.86, "--exact")
     assert code == 0, err
     paths = [Path(p) for p in out.splitlines()]
     assert paths == [target.with_name("bus-0.png"), target.with_name("bus-1.png")]

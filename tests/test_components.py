@@ -14,7 +14,7 @@ from vqgen.schedule import NoiseSchedule
 
 @pytest.fixture(scope="module")
 def ours(ithq_folder):
-    return Pipeline.from_folder(ithq_folder, device="cpu")
+    return Pipeline.from_folder(ithq_folder, device="cpu", exact=True)
 
 
 def test_text_embeddings(ours, ref_pipe):

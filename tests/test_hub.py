@@ -280,7 +280,7 @@ def test_generate_through_repo_id_matches_local_folder(hub, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        pipe = Pipeline.from_folder(local, device="cpu", dtype=torch.float32)
+        pipe = Pipeline.from_folder(local, device="cpu", dtype=torch.float32, exact=True)
         expected = np.asarray(pipe.generate(["a red bus"], [1], Settings(steps=100)).images[0].convert("RGB"))
     finally:
         torch.set_num_threads(threads)

@@ -34,18 +34,18 @@ def cli_error(capsys, folder, tmp_path):
 
 
 def test_float32_prefers_fp32_files_and_float16_the_half_ones(ithq_folder):
-    p32 = Pipeline.from_folder(ithq_folder, device="cpu", dtype="float32")
+    p32 = Pipeline.from_folder(ithq_folder, device="cpu", dtype="float32", exact=True)
     assert p32.c.weight_files["transformer"].endswith("diffusion_pytorch_model.bin")
-    p16 = Pipeline.from_folder(ithq_folder, device="cpu", dtype="float16")
+    p16 = Pipeline.from_folder(ithq_folder, device="cpu", dtype="float16", exact=True)
     assert p16.c.weight_files["transformer"].endswith(".fp16.safetensors")
     assert next(p16.c.transformer.parameters()).dtype == torch.float16
-    pbf = Pipeline.from_folder(ithq_folder, device="cpu", dtype="bfloat16")
+    pbf = Pipeline.from_folder(ithq_folder, device="cpu", dtype="bfloat16", exact=True)
     assert next(pbf.c.vqvae.parameters()).dtype == torch.bfloat16
 
 
 def test_safetensors_are_memory_mapped_not_copied(diffusers_folder):
     """float32 safetensors on the CPU: the model's weights are views of the file mapping."""
-    pipe = Pipeline.from_folder(diffusers_folder, device="cpu")
+    pipe = Pipeline.from_folder(diffusers_folder, device="cpu", exact=True)
     weight = pipe.c.transformer.head.weight
     state = read_safetensors(diffusers_folder / "transformer" / "diffusion_pytorch_model.safetensors", "t")
     assert torch.equal(weight, state["out.weight"])
@@ -97,7 +97,7 @@ def test_missing_extra_and_misshaped_keys(folder):
         change(s)
         torch.save(s, path)
         with pytest.raises(CheckpointError) as e:
-            Pipeline.from_folder(folder, device="cpu")
+            Pipeline.from_folder(folder, device="cpu", exact=True)
         return str(e.value)
 
     msg = broken(lambda s: s.pop("transformer_blocks.1.attn2.to_k.weight"))
@@ -134,7 +134,7 @@ def test_unsupported_architecture(folder):
     cfg["activation_fn"] = "gelu"
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="activation_fn"):
-        Pipeline.from_folder(folder, device="cpu")
+        Pipeline.from_folder(folder, device="cpu", exact=True)
 
 
 def test_safetensors_with_old_vae_names_also_load(diffusers_folder, tmp_path):
@@ -142,4 +142,4 @@ def test_safetensors_with_old_vae_names_also_load(diffusers_folder, tmp_path):
     folder = shutil.copytree(diffusers_folder, tmp_path / "m")
     path = folder / "vqvae" / "diffusion_pytorch_model.safetensors"
     save_file(dict(tc.vqvae_keys_to_old(load_file(path))), path)
-    Pipeline.from_folder(folder, device="cpu")
+    Pipeline.from_folder(folder, device="cpu", exact=True)

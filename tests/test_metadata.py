@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 import vqgen
 from vqgen.cli import main
+from vqgen.kernels import plan_for
 
 
 def run(capsys, *args):
@@ -28,7 +31,10 @@ def test_png_chunks(capsys, tmp_path, diffusers_folder):
     assert params.endswith(f"Version: vqgen {vqgen.__version__}")
     record = json.loads(text["vqgen"])
     assert record["prompt"] == "ein Bär, 東京" and record["seed"] == 42 and record["steps"] == 25
-    assert record["dtype"] == "float32" and record["device"] == "cpu"
+    # The default is the fast path the CPU at hand decides (bfloat16 where it has bf16 units).
+    fast = plan_for(torch.device("cpu"), None)
+    assert record["dtype"] == str(fast.transformer_dtype).removeprefix("torch.") and record["device"] == "cpu"
+    assert record["mode"] == "fast" and record["kernels"] == fast.describe()
     assert set(record["versions"]) == {"vqgen", "torch", "transformers"}
 
 
@@ -83,3 +89,20 @@ def test_json_lines_and_grid(capsys, tmp_path, diffusers_folder):
     assert lines[3]["path"].endswith("cat-grid.png")
     sheet = Image.open(lines[3]["path"])
     assert sheet.size == (2 * 16 + 2, 2 * 16 + 2)
+
+
+@pytest.mark.parametrize("mode", [["--exact"], ["--quantize", "int8"], ["--dtype", "float32"]])
+def test_from_image_keeps_the_kernels(capsys, tmp_path, diffusers_folder, mode):
+    """An image made in exact, int8 or an explicit dtype is made again the same way; --exact on the
+    command line wins over the recorded mode."""
+    code, _, err = run(capsys, "a red bus", "-m", diffusers_folder, "-o", tmp_path / "a.png", "--seed", 5, "--steps", 8, *mode)
+    assert code == 0, err
+    first = json.loads(Image.open(tmp_path / "a.png").text["vqgen"])
+    code, _, err = run(capsys, "--from-image", tmp_path / "a.png", "-o", tmp_path / "b.png")
+    assert code == 0, err
+    again = json.loads(Image.open(tmp_path / "b.png").text["vqgen"])
+    assert (again["mode"], again["dtype"], again["kernels"]) == (first["mode"], first["dtype"], first["kernels"])
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
+    code, _, err = run(capsys, "--from-image", tmp_path / "a.png", "-o", tmp_path / "c.png", "--exact")
+    assert code == 0, err
+    assert json.loads(Image.open(tmp_path / "c.png").text["vqgen"])["mode"] == "exact"

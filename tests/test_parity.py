@@ -17,8 +17,8 @@ SETTINGS = [(5.0, 1.0), (1.0, 0.86), (3.0, 0.9)]
 @pytest.fixture(scope="module")
 def pipes(diffusers_folder, ithq_folder):
     return {
-        "diffusers": Pipeline.from_folder(diffusers_folder, device="cpu"),
-        "ithq": Pipeline.from_folder(ithq_folder, device="cpu"),
+        "diffusers": Pipeline.from_folder(diffusers_folder, device="cpu", exact=True),
+        "ithq": Pipeline.from_folder(ithq_folder, device="cpu", exact=True),
     }
 
 
@@ -66,7 +66,7 @@ def test_pipeline_call_api(pipes, ref_pipe, reference):
 
 @pytest.mark.parametrize("guidance", [5.0, 1.0])
 def test_model_without_learned_null_uses_clip_empty_prompt(ref_pipe_no_null, no_null_folder, reference, guidance):
-    pipe = Pipeline.from_folder(no_null_folder, device="cpu")
+    pipe = Pipeline.from_folder(no_null_folder, device="cpu", exact=True)
     assert pipe.c.text_encoder.learned_null is None
     ref_tokens, ref_image = reference(ref_pipe_no_null, "a cat in the house", 5, guidance)
     tokens, images = run_vqgen(pipe, "a cat in the house", [5], guidance, 1.0)
@@ -82,7 +82,7 @@ def test_fp16_only_folder_is_upcast_and_matches_a_rounded_reference(ref_pipe, re
     import tiny_checkpoint as tc
 
     folder = tc.save_ithq_layout(ref_pipe, tmp_path / "fp16", fp32_bin=False, fp16_bin=False)
-    pipe = Pipeline.from_folder(folder, device="cpu")
+    pipe = Pipeline.from_folder(folder, device="cpu", exact=True)
     assert all(f.endswith(".fp16.safetensors") for f in pipe.c.weight_files.values())
     assert next(pipe.c.transformer.parameters()).dtype == torch.float32
     rounded = copy.deepcopy(ref_pipe)

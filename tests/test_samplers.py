@@ -80,7 +80,7 @@ def test_strided_timesteps():
 
 @pytest.fixture(scope="module")
 def pipe(diffusers_folder):
-    return Pipeline.from_folder(diffusers_folder, device="cpu")
+    return Pipeline.from_folder(diffusers_folder, device="cpu", exact=True)
 
 
 @pytest.mark.parametrize("steps", [25, 10, 1])

@@ -11,14 +11,18 @@ Heavy modules (torch, transformers) load on first use, so `import vqgen` and `vq
 __version__ = "0.1.0"
 
 
-def load(model: str = None, *, device: str = "auto", dtype: str | None = None, **resolve_options):
-    """A ready Pipeline for a local model folder or a Hub repo id (default: the ITHQ model)."""
+def load(model: str = None, *, device: str = "auto", dtype: str | None = None, exact: bool = False,
+         quantize: str | None = None, **resolve_options):
+    """A ready Pipeline for a local model folder or a Hub repo id (default: the ITHQ model).
+
+    exact=True: the reference's arithmetic, the same images as diffusers bit for bit; otherwise the
+    fastest faithful kernels for the device (vqgen.kernels). quantize="int8": int8 Linear layers."""
     from . import defaults
     from .hub import resolve_model
     from .pipeline import Pipeline
 
     resolved = resolve_model(model or defaults.MODEL, **resolve_options)
-    return Pipeline.from_folder(resolved.path, device=device, dtype=dtype, resolved=resolved)
+    return Pipeline.from_folder(resolved.path, device=device, dtype=dtype, resolved=resolved, exact=exact, quantize=quantize)
 
 
 __all__ = ["__version__", "load"]

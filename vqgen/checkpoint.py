@@ -163,9 +163,10 @@ TEXT_IGNORED = {"embeddings.position_ids"}
 
 
 def assign(module: nn.Module, state: dict[str, torch.Tensor], component: str, source: Path,
-           device: torch.device, dtype: torch.dtype, ignored: set[str] = frozenset()) -> None:
+           device: torch.device, dtype, ignored: set[str] = frozenset()) -> None:
     """Check every key and shape against `module` (built on the meta device), then assign the
-    tensors, cast to dtype on device (no copy where nothing changes)."""
+    tensors, cast to dtype on device (no copy where nothing changes). dtype may be a function of
+    the key, returning None for "as stored"."""
     expected = module.state_dict()
     state = {k: v for k, v in state.items() if k not in ignored}
     missing = sorted(expected.keys() - state.keys())
@@ -181,6 +182,7 @@ def assign(module: nn.Module, state: dict[str, torch.Tensor], component: str, so
             )
     cast = {}
     for key, value in state.items():
-        target = dtype if value.is_floating_point() else value.dtype
+        wanted = dtype(key) if callable(dtype) else dtype
+        target = (wanted or value.dtype) if value.is_floating_point() else value.dtype
         cast[key] = value.to(device=device, dtype=target)
     module.load_state_dict(cast, strict=True, assign=True)

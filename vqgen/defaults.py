@@ -18,7 +18,12 @@ PURITY_WEIGHT = 1.0
 
 NUM_IMAGES = 1
 DEVICE = "auto"
-DTYPE = None  # None: float32 on CPU, float16 on CUDA/MPS (see device.py)
+DTYPE = None  # None: the device's natural choice for the transformer (kernels.py)
+
+# The fastest faithful kernels for the device by default; exact = the reference's arithmetic, bit
+# for bit (kernels.py says what each mode runs).
+EXACT = False
+QUANTIZE = None  # or "int8" (CPU)
 
 # Output file name when -o is not given: derived from the prompt, capped to this many characters.
 SLUG_MAX_CHARS = 60

@@ -20,6 +20,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import ScheduleConfig, TransformerConfig, VQVAEConfig, read_json
 from .errors import CheckpointError
+from .kernels import Plan, apply_plan, plan_for, weight_dtype
 from .schedule import NoiseSchedule
 from .text_encoder import TextEncoder
 from .transformer import DiscreteTransformer
@@ -86,15 +87,18 @@ def _build(module_cls, cfg):
         return module_cls(cfg)
 
 
-def load_transformer(folder: Path, device, dtype, files: dict) -> DiscreteTransformer:
+def load_transformer(folder: Path, device, plan: Plan, files: dict) -> DiscreteTransformer:
     sub = folder / "transformer"
     cfg = TransformerConfig.from_json(read_json(sub / "config.json", "transformer"))
     model = _build(DiscreteTransformer, cfg)
-    path = ckpt.find_weights(sub, ckpt.DIFFUSERS_STEMS, dtype, "transformer")
+    # The widest dtype in play picks the file: a bf16 or int8 transformer is made from fp32
+    # weights where the folder has them.
+    path = ckpt.find_weights(sub, ckpt.DIFFUSERS_STEMS, plan.dtype, "transformer")
     state = ckpt.rename(ckpt.read_weights(path, "transformer"), ckpt.TRANSFORMER_RULES)
-    ckpt.assign(model, state, "transformer", path, device, dtype)
+    ckpt.assign(model, state, "transformer", path, device, lambda key: weight_dtype(plan, key))
+    del state
     files["transformer"] = str(path)
-    return model.eval()
+    return apply_plan(model.eval(), plan)
 
 
 def load_vqvae(folder: Path, device, dtype, files: dict) -> VQVAE:
@@ -165,12 +169,14 @@ def load_learned_null(folder: Path, device, dtype, files: dict) -> torch.Tensor 
     return state["embeddings"].to(device=device, dtype=dtype)
 
 
-def load_components(folder: Path, device: torch.device, dtype: torch.dtype) -> Components:
+def load_components(folder: Path, device: torch.device, dtype: torch.dtype, plan: Plan | None = None) -> Components:
+    """The model's modules; the transformer's kernels follow `plan` (default: exact, in dtype)."""
     folder = Path(folder)
     check_model_folder(folder)
+    plan = plan or plan_for(device, dtype, exact=True)
     files: dict[str, str] = {}
     schedule = NoiseSchedule(read_schedule_config(folder))
-    transformer = load_transformer(folder, device, dtype, files)
+    transformer = load_transformer(folder, device, plan, files)
     if schedule.num_classes != transformer.cfg.num_classes:
         raise CheckpointError(
             f"scheduler has {schedule.num_classes} classes but the transformer {transformer.cfg.num_classes}; the model folder is inconsistent"

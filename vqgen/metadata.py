@@ -40,8 +40,10 @@ def image_record(pipe, prompt: str, seed: int, settings) -> dict:
         "revision": model.revision,
         "commit": model.commit,
         "precision": model.precision,
-        "dtype": str(pipe.dtype).removeprefix("torch."),
+        "dtype": str(pipe.dtype).removeprefix("torch."),  # the transformer's
         "device": pipe.device.type,
+        "mode": pipe.plan.mode,  # exact | fast | int8: with dtype and device, how to make it again
+        "kernels": pipe.plan.describe(),
         "versions": {"vqgen": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
     }
 
@@ -57,6 +59,7 @@ def parameters_text(record: dict) -> str:
         ("Seed", record["seed"]),
         ("Size", f"{record['width']}x{record['height']}"),
         ("Model", record["model"]),
+        *([("Mode", record["mode"])] if record.get("mode") else []),
         *([("Model hash", record["commit"])] if record.get("commit") else []),
         ("Version", f"vqgen {record['versions']['vqgen']}"),
     ]

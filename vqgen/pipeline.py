@@ -20,6 +20,7 @@ from . import defaults
 from .device import resolve_device, resolve_dtype
 from .errors import UsageError
 from .hub import ResolvedModel
+from .kernels import Plan, plan_for
 from .loader import Components, load_components
 from .sampling import apply_guidance, gumbel_sample, posterior_logits, purity_step, truncate
 from .schedule import SCHEDULES, timesteps_for
@@ -74,20 +75,25 @@ class Generation:
 
 
 class Pipeline:
-    def __init__(self, components: Components, device: torch.device, dtype: torch.dtype, model: ResolvedModel):
-        self.c = components
-        self.device, self.dtype, self.model = device, dtype, model
+    def __init__(self, components: Components, plan: Plan, model: ResolvedModel):
+        self.c, self.plan, self.model = components, plan, model
+        self.device = plan.device
+        self.dtype = plan.transformer_dtype  # what the network runs in; the sampler is float32
+        self.warnings = list(plan.warnings)  # about the setup (a slow dtype, ...), for the caller to show
         from .bundled import recommended_settings
 
         self.recommended = recommended_settings(model.path)  # a bundled model's own defaults
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = defaults.DEVICE, dtype: str | torch.dtype | None = defaults.DTYPE,
-                    resolved: ResolvedModel | None = None) -> Pipeline:
+                    resolved: ResolvedModel | None = None, *, exact: bool = defaults.EXACT,
+                    quantize: str | None = defaults.QUANTIZE) -> Pipeline:
+        """Load a model folder. exact: the reference's arithmetic, bit for bit (else the fastest
+        faithful kernels for the device, kernels.py); quantize="int8": int8 Linear layers (CPU)."""
         dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
+        plan = plan_for(dev, None if dtype is None else resolve_dtype(dtype, dev), exact=exact, quantize=quantize)
         resolved = resolved or ResolvedModel(path=Path(folder), name=str(folder))
-        return cls(load_components(Path(folder), dev, dt), dev, dt, resolved)
+        return cls(load_components(Path(folder), dev, plan.dtype, plan), plan, resolved)
 
     @property
     def num_timesteps(self) -> int:

@@ -92,10 +92,14 @@ class DiscreteTransformer(nn.Module):
         self.norm_out = nn.LayerNorm(D)
         self.head = nn.Linear(D, cfg.num_classes - 1)  # no output for the mask class
 
+    # float64 softmax as the reference: its float32 values are then exactly the reference's. The
+    # fast paths (kernels.py) use float32, which differs from it in the last bit at most.
+    softmax_dtype = torch.float64
+
     def text_memory(self, text: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys and values of every block for text (B, L, E). They never change
         between denoising steps, so a generation computes them once."""
-        text = text.to(self.head.weight.dtype)
+        text = text.to(self.token_embedding.weight.dtype)
         return [block.attn2.keys_values(text) for block in self.blocks]
 
     def forward(self, ids: torch.Tensor, t: int | torch.Tensor, memory: list) -> torch.Tensor:
@@ -105,6 +109,6 @@ class DiscreteTransformer(nn.Module):
         t = torch.as_tensor(t, device=ids.device)
         for block, text_kv in zip(self.blocks, memory):
             h = block(h, t, text_kv)
-        logits = self.head(self.norm_out(h)).permute(0, 2, 1)  # (B, K-1, N)
-        # float64 softmax as the reference: its float32 values are then exactly the reference's.
-        return F.log_softmax(logits.double(), dim=1).float()
+        # The head may run in a wider dtype than the blocks (kernels.py keeps it float32).
+        logits = self.head(self.norm_out(h.to(self.head.weight.dtype))).permute(0, 2, 1)  # (B, K-1, N)
+        return F.log_softmax(logits.to(self.softmax_dtype), dim=1).float()

@@ -13,7 +13,7 @@ import typer
 from .. import defaults
 from ..errors import UsageError
 from . import app
-from .common import Opt, validate_basics
+from .common import Opt, check_kernels, validate_basics
 from .progress import make_progress, say
 
 MAX_BATCH_SIZE = 1024  # a typo guard: far above what fits in any GPU's memory at ITHQ size
@@ -38,6 +38,9 @@ def batch(
     batch_size: int = typer.Option(1, "--batch-size", "-b", help="Images run through the network together; more is faster on a GPU and needs more memory. Changes no image."),
     device: str = Opt.device,
     dtype: Optional[str] = Opt.dtype,
+    exact: bool = Opt.exact,
+    quantize: Optional[str] = Opt.quantize,
+    verbose: bool = Opt.verbose,
     quiet: bool = Opt.quiet,
 ) -> None:
     """Generate an image for every prompt in a file; prints each image's path as it is written."""
@@ -74,10 +77,11 @@ def batch(
             raise UsageError(f"{prompts}:{line.line}: steps {line.steps} is out of range: this model's chain has {num_timesteps} steps")
 
     # 3. The processes agree on the base seed: rank 0 picks it, the others receive it.
-    from ..device import resolve_device, resolve_dtype
+    from ..device import resolve_device
 
     dev = resolve_device(distributed.device_for(world, device))
-    dt = resolve_dtype(dtype, dev)
+    check_kernels(str(dev), dtype, exact, quantize)
+    kernels = dict(dtype=dtype, exact=exact, quantize=quantize, verbose=verbose)
     started = time.monotonic()
     group = distributed.Group(world, dev)
     try:
@@ -95,7 +99,7 @@ def batch(
             say(seed_note, quiet)
         if todo and done:
             say(f"resuming: {len(done)} of {len(mine)} images already in {outdir}", quiet)
-        _run(world, group, resolved, dev, dt, base, seed, mine, todo, done, len(all_jobs), outdir, batch_size,
+        _run(world, group, resolved, dev, kernels, base, seed, mine, todo, done, len(all_jobs), outdir, batch_size,
              quiet, user_quiet, started)
     finally:
         group.close()
@@ -117,12 +121,12 @@ def _base_seed(seed: int | None, outdir: Path, world) -> tuple[int, str]:
     return seed, f"base seed {seed}"
 
 
-def _run(world, group, resolved, dev, dt, base, seed, mine, todo, done, total_all, outdir, batch_size,
+def _run(world, group, resolved, dev, kernels, base, seed, mine, todo, done, total_all, outdir, batch_size,
          quiet, user_quiet, started) -> None:
     from ..batch.runner import Runner
     from .common import load_pipeline
 
-    pipe = load_pipeline(resolved, dev, dt, quiet=quiet) if todo else None
+    pipe = load_pipeline(resolved, dev, quiet=quiet, **kernels) if todo else None
     with make_progress(quiet) as progress:
         runner = Runner(pipe, outdir, base, seed, batch_size=batch_size, progress=progress, say=_messages(progress, quiet))
         try:

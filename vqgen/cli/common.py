@@ -10,7 +10,7 @@ import typer
 
 from .. import defaults
 from ..errors import UsageError
-from .progress import status
+from .progress import say, status
 
 
 def find_model(model: str, *, revision: str | None, offline: bool, quiet: bool):
@@ -23,12 +23,29 @@ def find_model(model: str, *, revision: str | None, offline: bool, quiet: bool):
     return resolved, read_schedule_config(resolved.path).num_timesteps
 
 
-def load_pipeline(resolved, device, dtype, *, quiet: bool):
-    """The Pipeline on a resolved torch device and dtype, with a spinner while it loads."""
+def load_pipeline(resolved, device, dtype, *, quiet: bool, exact: bool = False, quantize: str | None = None,
+                  verbose: bool = False):
+    """The Pipeline on a resolved torch device (dtype None: the device's choice), with a spinner
+    while it loads; then what runs (--verbose) and any warning about the setup."""
     from ..pipeline import Pipeline
 
     with status(f"loading {resolved.name}", quiet):
-        return Pipeline.from_folder(resolved.path, device=str(device), dtype=dtype, resolved=resolved)
+        pipe = Pipeline.from_folder(resolved.path, device=str(device), dtype=dtype, resolved=resolved,
+                                    exact=exact, quantize=quantize)
+    if verbose:
+        say(f"kernels: {pipe.plan.describe()}", quiet)
+    for warning in pipe.warnings:
+        say(f"warning: {warning}", quiet)
+    return pipe
+
+
+def check_kernels(device: str, dtype: str | None, exact: bool, quantize: str | None) -> None:
+    """--exact, --quantize and --dtype checked before the model loads (one line each)."""
+    from ..device import resolve_device, resolve_dtype
+    from ..kernels import plan_for
+
+    dev = resolve_device(device)
+    plan_for(dev, None if dtype is None else resolve_dtype(dtype, dev), exact=exact, quantize=quantize)
 
 
 # The generation options that `generate` and `batch` share, defined once so that their names,
@@ -44,7 +61,10 @@ class Opt:
     revision = typer.Option(None, "--revision", help="Hub branch, tag or commit of --model.")
     offline = typer.Option(False, "--offline", help="Use only the local cache; never touch the network (also HF_HUB_OFFLINE=1).")
     device = typer.Option(defaults.DEVICE, "--device", help="auto, cpu, cuda, cuda:N or mps.")
-    dtype = typer.Option(defaults.DTYPE, "--dtype", help="float32, float16 or bfloat16 (default: float32 on CPU, float16 on GPU).")
+    dtype = typer.Option(defaults.DTYPE, "--dtype", help="The transformer's dtype: float32, float16 or bfloat16 (default: bfloat16 on CPUs with bf16 units, else float32; float16 on GPUs).")
+    exact = typer.Option(defaults.EXACT, "--exact", help="The reference's arithmetic: the same image as diffusers, bit for bit (slower on most CPUs).")
+    quantize = typer.Option(defaults.QUANTIZE, "--quantize", help="int8: int8 weights and activations in the transformer's Linear layers (CPU; fastest, approximate).")
+    verbose = typer.Option(False, "--verbose", "-v", help="Also say which kernels run (dtype, GEMM path, quantization, CPU flags).")
     quiet = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr; stdout still lists the images written.")
 
 

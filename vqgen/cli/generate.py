@@ -12,7 +12,7 @@ import typer
 from .. import defaults
 from ..errors import UsageError
 from . import app
-from .common import Opt, find_model, load_pipeline, read_vqgen_record, recommended_for, validate_basics
+from .common import Opt, check_kernels, find_model, load_pipeline, read_vqgen_record, recommended_for, validate_basics
 from .progress import make_progress, say, step_bar
 
 MAX_BATCH = 8  # images per network call for -n; more only costs memory, not time per image
@@ -28,7 +28,15 @@ def settings_from_image(path: str, given: dict) -> dict:
     if record.get("repo_id"):
         restored["model"] = record["repo_id"]
         restored["revision"] = record.get("commit") or record.get("revision")
+    # The kernels: an image made in exact or int8 mode is made again in that mode. Records from
+    # before modes existed were made with the exact arithmetic.
+    mode = record.get("mode", "exact")
+    restored["exact"], restored["quantize"] = mode == "exact", (mode if mode in ("int8",) else None)
     restored["prompt"] = record["prompt"]
+    if "exact" in given or "quantize" in given:
+        # A mode chosen on the command line replaces the recorded one, and its dtype with it.
+        for key in ("exact", "quantize", "dtype"):
+            restored.pop(key, None)
     return {**restored, **given}
 
 
@@ -50,14 +58,17 @@ def generate(
     offline: bool = Opt.offline,
     device: str = Opt.device,
     dtype: Optional[str] = Opt.dtype,
+    exact: bool = Opt.exact,
+    quantize: Optional[str] = Opt.quantize,
     from_image: Optional[str] = typer.Option(None, "--from-image", help="Regenerate a vqgen image: its settings, overridden by any option given here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of picking the next free name."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object per image (path, seed, settings, seconds) instead of bare paths."),
     grid: bool = typer.Option(False, "--grid", help="With -n above 1, also write NAME-grid.png, a contact sheet of the images."),
+    verbose: bool = Opt.verbose,
     quiet: bool = Opt.quiet,
 ) -> None:
     """Generate images from a prompt; prints the path of each image written, one per line."""
-    from ..device import resolve_device, resolve_dtype
+    from ..device import resolve_device
     from ..images import contact_sheet, free_path, output_paths, prepare_folder, save_atomic
     from ..metadata import image_record, png_info
     from ..pipeline import Settings, random_seed
@@ -72,6 +83,7 @@ def generate(
         steps, guidance, truncation = restored.get("steps", steps), restored.get("guidance", guidance), restored.get("truncation", truncation)
         schedule, sampler = restored.get("schedule", schedule), restored.get("sampler", sampler)
         purity_weight, seed, dtype = restored.get("purity_weight", purity_weight), restored.get("seed", seed), restored.get("dtype", dtype)
+        exact, quantize = restored.get("exact", exact), restored.get("quantize", quantize)
     if prompt is None:
         raise UsageError("no prompt given; write one (vqgen \"a red bus\") or regenerate an image with --from-image IMAGE")
 
@@ -81,7 +93,7 @@ def generate(
     for path in paths:
         prepare_folder(path)
     dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
+    check_kernels(device, dtype, exact, quantize)
 
     # 3. The model: its chain length first (cheap), then the weights.
     resolved, num_timesteps = find_model(model, revision=revision, offline=offline, quiet=quiet)
@@ -89,7 +101,7 @@ def generate(
                   sampler=sampler, purity_weight=purity_weight)
     settings = Settings(**{**chosen, **recommended_for(ctx, resolved, keep=set(restored))})
     settings.validate(num_timesteps)
-    pipe = load_pipeline(resolved, dev, dt, quiet=quiet)
+    pipe = load_pipeline(resolved, dev, dtype, quiet=quiet, exact=exact, quantize=quantize, verbose=verbose)
 
     # 4. Generate in chunks, writing each image as soon as it exists.
     if seed is None:

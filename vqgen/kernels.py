@@ -1,0 +1,189 @@
+"""How the transformer's arithmetic runs: the reference's (`exact`) or the fastest faithful path for
+the device at hand (the default), and opt-in int8.
+
+About 95% of a step is the transformer's Linear layers, so the kernel behind them decides the speed:
+- exact: torch's default kernels in the requested dtype, the reference's arithmetic, bit for bit.
+- fast (default), chosen from what the device can do, not from what the developer's machine did:
+  * a CPU with native bfloat16 (avx512_bf16 or AMX): the transformer in bfloat16 (oneDNN's bf16
+    GEMM; 4x torch's fp32 GEMM on an AMD Zen 5). Never on a CPU without bf16 units, where it is
+    several times slower than float32.
+  * other CPUs: float32, with the GEMMs through oneDNN on AMD CPUs (MKL's sgemm takes no AVX-512
+    path there) and torch's default (MKL) elsewhere.
+  * GPUs: the requested dtype (float16 by default).
+- int8 (`quantize="int8"`, CPU): the Linear layers of every block with int8 weights (one scale per
+  output channel) and int8 activations quantised per token at run time, multiplied by torch._int_mm
+  (VNNI where the CPU has it); the rest of the block in bfloat16 where the CPU has it.
+The text encoder, the VQ-VAE and the sampler's maths stay float32 (in the requested dtype) in every
+mode: they are a small share of the time, and the sampler's float32 keeps the random draws' meaning.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import UsageError
+
+QUANTIZE = ("int8",)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_features() -> dict:
+    """What this CPU offers that decides the kernels (read once per process)."""
+    vendor = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    vendor = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cpu = torch.cpu
+    probe = lambda name: bool(getattr(cpu, name, lambda: False)())  # noqa: E731 - private, may be absent
+    return {
+        "vendor": vendor,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512_bf16": probe("_is_avx512_bf16_supported"),
+        "amx": probe("_is_amx_tile_supported"),
+        "vnni": probe("_is_vnni_supported"),
+        "onednn": torch.backends.mkldnn.is_available(),
+    }
+
+
+def native_bf16() -> bool:
+    f = cpu_features()
+    return f["avx512_bf16"] or f["amx"]
+
+
+def cpu_summary() -> str:
+    """The flags the choice was made from, for --verbose, metadata and benchmark tables."""
+    f = cpu_features()
+    flags = [name for name in ("avx512_bf16", "amx", "vnni") if f[name]]
+    return f"{f['vendor'] or 'unknown vendor'} {f['capability']}" + (f" ({', '.join(flags)})" if flags else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What runs where; decided once, at load."""
+
+    device: torch.device
+    dtype: torch.dtype  # text encoder, VQ-VAE (and the transformer when nothing faster is chosen)
+    transformer_dtype: torch.dtype  # the blocks' activations (and weights, but for int8)
+    linear: str  # "torch" (default kernels), "onednn" (fp32 through oneDNN), "int8"
+    exact: bool
+    quantize: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def mode(self) -> str:
+        return "exact" if self.exact else (self.quantize or "fast")
+
+    def describe(self) -> str:
+        name = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+        kernel = {"torch": "torch default GEMM", "onednn": "oneDNN GEMM", "int8": "int8 weights and dynamic int8 activations"}[self.linear]
+        where = cpu_summary() if self.device.type == "cpu" else str(self.device)
+        return (f"{self.mode}: transformer {name[self.transformer_dtype]} ({kernel}), text encoder and VQ-VAE "
+                f"{name[self.dtype]}, sampler float32; {where}")
+
+
+def plan_for(device: torch.device, dtype: torch.dtype | None, *, exact: bool = False, quantize: str | None = None) -> Plan:
+    """The kernels for `device`. dtype is the transformer's (None: the device's natural choice, see
+    the module doc). Exact runs every component in it, as the reference does; the fast paths keep
+    the text encoder and the VQ-VAE in float32 on the CPU, where they cost little."""
+    if quantize is not None and quantize not in QUANTIZE:
+        raise UsageError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZE)}")
+    if exact and quantize:
+        raise UsageError("exact and int8 quantization exclude each other (exact is the reference's arithmetic); drop one of them")
+    cpu = device.type == "cpu"
+    if quantize and not cpu:
+        raise UsageError(f"int8 quantization runs on the CPU only; drop it, or use the CPU instead of {device.type}")
+    natural = torch.float32 if cpu else torch.float16
+    warnings = []
+    if cpu and dtype == torch.bfloat16 and not native_bf16():
+        warnings.append(f"bfloat16 on this CPU ({cpu_summary()}: no avx512_bf16 or AMX) is several times slower than float32")
+    if exact:
+        base = dtype or natural
+        return Plan(device, base, base, "torch", True, None, tuple(warnings))
+    base = torch.float32 if cpu else (dtype or natural)
+    block = dtype or (torch.bfloat16 if cpu and native_bf16() else natural)
+    if quantize:
+        return Plan(device, base, block, "int8", False, quantize, tuple(warnings))
+    f = cpu_features()
+    onednn = cpu and block == torch.float32 and f["onednn"] and f["vendor"] == "AuthenticAMD"
+    return Plan(device, base, block, "onednn" if onednn else "torch", False, None, tuple(warnings))
+
+
+# -- the Linear layers of the fast paths -----------------------------------------------------------
+class OneDNNLinear(nn.Module):
+    """A float32 Linear whose weight is packed once into oneDNN's blocked layout."""
+
+    def __init__(self, linear: nn.Linear, batch_hint: int):
+        super().__init__()
+        self.out_features = linear.out_features
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().float(), batch_hint), persistent=False)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.weight, self.bias, "none", [], "")
+
+
+class Int8Linear(nn.Module):
+    """y = (q(x) @ q(W).T) * s_x * s_W + b: W quantised once per output channel, x per token at
+    run time (symmetric, 127 levels), the product accumulated in int32."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()  # (N, K)
+        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127  # (N,)
+        self.register_buffer("weight_t", torch.round(w / scale[:, None]).to(torch.int8).t().contiguous(), persistent=False)  # (K, N)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        x_scale = x2.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-12) / 127  # (M, 1)
+        q = torch.round(x2 / x_scale).clamp_(-127, 127).to(torch.int8)
+        y = torch._int_mm(q, self.weight_t).float().mul_(x_scale).mul_(self.scale)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.to(x.dtype).view(*shape[:-1], -1)
+
+
+# Transformer weights (vqgen's names) that the plan's Linear kernels replace.
+_BLOCK_LINEAR = re.compile(r"^blocks\.\d+\.(?:attn[12]\.(?:q|k|v|out)|ff\.(?:up|down))\.weight$")
+_HEAD = ("head.", "norm_out.")
+
+
+def weight_dtype(plan: Plan, key: str) -> torch.dtype | None:
+    """The dtype a transformer weight is loaded in; None: as stored (int8 quantises it from there,
+    so a float16 file is never widened in memory first)."""
+    if plan.exact or plan.transformer_dtype == plan.dtype:
+        return None if plan.linear == "int8" and _BLOCK_LINEAR.match(key) else plan.transformer_dtype
+    if key.startswith(_HEAD):
+        return plan.dtype  # the logits feed the sampler: keep the head as wide as the rest
+    if plan.linear == "int8" and _BLOCK_LINEAR.match(key):
+        return None
+    return plan.transformer_dtype
+
+
+def apply_plan(transformer: nn.Module, plan: Plan) -> nn.Module:
+    """Swap the blocks' Linear layers for the plan's kernels (in place; the originals are freed).
+    The AdaLayerNorm projections (one vector per step) and the output head stay as loaded."""
+    if not plan.exact:
+        transformer.softmax_dtype = torch.float32
+    if plan.linear == "torch":
+        return transformer
+    batch_hint = 2 * transformer.cfg.num_tokens  # guided: [uncond ; cond] rows of N tokens
+    for block in transformer.blocks:
+        for parent in (block.attn1, block.attn2, block.ff):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.Linear):
+                    new = Int8Linear(child) if plan.linear == "int8" else OneDNNLinear(child, batch_hint)
+                    setattr(parent, name, new)
+    return transformer
