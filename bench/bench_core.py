@@ -1,12 +1,19 @@
-"""vqgen against diffusers on the same random checkpoint with ITHQ's real widths (few layers).
+"""vqgen against diffusers on the same random checkpoint with ITHQ's real widths.
 
-    python bench/bench_core.py [--layers 2] [--steps 10] [--device cpu] [--dtype float32]
+    python bench/bench_core.py --layers 36 --steps 3 --threads 2                # ITHQ's full depth
+    python bench/bench_core.py --modes exact,fast,fast-fp32,int8 [--device cpu] [--dtype float32]
+
+Modes (vqgen.kernels): exact = the reference's arithmetic (must make diffusers' tokens); fast = the
+default, chosen from the device (bfloat16 transformer on a CPU with bf16 units); fast-fp32 = the
+default path held to float32 (oneDNN's GEMM on AMD CPUs); int8 = --quantize int8.
 
 Builds one random checkpoint with diffusers (ITHQ transformer widths: 16 heads x 88, 4097 classes,
 32x32 tokens, text width 512; the ITHQ VQ-VAE; a CLIP ViT-B/32-shaped text encoder), saves it,
 then runs each implementation in its own fresh process (so peak memory is its own) with the same
 prompt, seed and settings, and prints time per step, whole run, load time, peak memory, and the
-ratios. It also checks that both made the same tokens.
+ratios. It checks that exact made diffusers' tokens, and says how many tokens each other mode
+shares with them (a random network at full depth is chaotic: agreement is measured properly by
+bench/bench_kernels.py). The CPU's flags are printed with the table.
 """
 
 from __future__ import annotations
@@ -58,6 +65,15 @@ def build_checkpoint(folder: Path, layers: int) -> None:
     tc.save_diffusers_layout(pipe, folder)
 
 
+MODES = ("exact", "fast", "fast-fp32", "int8")
+
+
+def mode_options(mode: str, dtype):
+    """(exact, quantize, dtype) of Pipeline.from_folder for a mode; --dtype holds for exact only."""
+    return {"exact": (True, None, dtype), "fast": (False, None, None), "fast-fp32": (False, None, "float32"),
+            "int8": (False, "int8", None)}[mode]
+
+
 def run_one(impl: str, folder: Path, args) -> dict:
     """In a fresh process: load, generate once, report timings and peak memory."""
     import torch
@@ -90,7 +106,8 @@ def run_one(impl: str, folder: Path, args) -> dict:
     else:
         from vqgen.pipeline import Pipeline, Settings
 
-        pipe = Pipeline.from_folder(folder, device=str(device), dtype=dtype)
+        exact, quantize, dtype = mode_options(impl, dtype)
+        pipe = Pipeline.from_folder(folder, device=str(device), dtype=dtype, exact=exact, quantize=quantize)
         sync()
         loaded = time.perf_counter()
         settings = Settings(steps=args.steps, schedule="diffusers", guidance=args.guidance, truncation=args.truncation)
@@ -135,7 +152,8 @@ def main() -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--folder", type=Path, help="reuse a checkpoint built earlier")
-    p.add_argument("--child", choices=["vqgen", "diffusers"], help=argparse.SUPPRESS)
+    p.add_argument("--modes", default="exact,fast", help=f"vqgen modes to run, comma-separated, of {','.join(MODES)}")
+    p.add_argument("--child", choices=["diffusers", *MODES], help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args()
 
@@ -147,29 +165,41 @@ def main() -> None:
     if not (folder / "model_index.json").exists():
         print(f"building a random ITHQ-width checkpoint with {args.layers} layers in {folder} ...", file=sys.stderr)
         build_checkpoint(folder, args.layers)
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        sys.exit(f"unknown mode(s) {sorted(unknown)}; use {','.join(MODES)}")
     results = {}
-    for impl in ("diffusers", "vqgen"):
+    for impl in ("diffusers", *modes):
         cmd = [sys.executable, __file__, "--child", impl, "--folder", str(folder)] + [
             f"--{k}={getattr(args, k)}" for k in ("steps", "guidance", "truncation", "seed", "device", "dtype", "threads")]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if out.returncode != 0:
             sys.exit(f"{impl} failed:\n{out.stderr}")
         results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-    d, v = results["diffusers"], results["vqgen"]
     args.layers = json.loads((folder / "transformer" / "config.json").read_text())["num_layers"]
-    same = d.pop("tokens") == v.pop("tokens")
+    d = results["diffusers"]
+    for r in results.values():
+        r["same_tokens"] = sum(a == b for a, b in zip(r["tokens"], d["tokens"])) / len(d["tokens"])
+    for r in results.values():
+        r.pop("tokens")
+    from vqgen.kernels import cpu_summary
+
+    cpu = cpu_summary() if args.device == "cpu" else args.device
     if args.json:
-        print(json.dumps({"args": vars(args) | {"folder": str(folder)}, "same_tokens": same, **results}, default=str))
+        print(json.dumps({"args": vars(args) | {"folder": str(folder)}, "cpu": cpu, **results}, default=str))
         return
-    print(f"device {args.device}, {args.dtype}, {args.layers} layers at ITHQ widths, {args.steps} steps, guidance {args.guidance}, "
-          f"threads {args.threads or 'default'}")
-    print(f"{'':14}{'diffusers':>12}{'vqgen':>12}{'ratio':>10}")
+    print(f"device {args.device} ({cpu}), --dtype {args.dtype} for exact, {args.layers} layers at ITHQ widths, "
+          f"{args.steps} steps, guidance {args.guidance}, threads {args.threads or 'default'}")
     rows = [("step (s)", "step_s"), ("run (s)", "run_s"), ("load (s)", "load_s"), ("peak RSS (MB)", "peak_rss_mb")]
     if args.device.startswith("cuda"):
         rows.append(("peak CUDA (MB)", "peak_cuda_mb"))
+    header = f"{'':16}{'diffusers':>11}" + "".join(f"{m:>11}{'ratio':>7}" for m in modes)
+    print(header)
     for label, key in rows:
-        print(f"{label:14}{d[key]:12.3f}{v[key]:12.3f}{v[key] / d[key]:10.3f}")
-    print(f"same tokens: {same}   (ratio = vqgen / diffusers; below 1 is better)")
+        print(f"{label:16}{d[key]:11.2f}" + "".join(f"{results[m][key]:11.2f}{results[m][key] / d[key]:7.2f}" for m in modes))
+    print(f"{'same tokens':16}{'':11}" + "".join(f"{results[m]['same_tokens']:11.1%}{'':7}" for m in modes))
+    print("(ratio = vqgen / diffusers; below 1 is better)")
 
 
 if __name__ == "__main__":

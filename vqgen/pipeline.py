@@ -124,13 +124,10 @@ class Pipeline:
         return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings)
 
     @torch.inference_mode()
-    def generate_tokens(self, prompts, seeds, settings: Settings, on_step=None):
-        c, device = self.c, self.device
-        cfg = c.transformer.cfg
-        B = len(prompts)
-        guided = settings.guidance > 1.0
-
-        # 1. Text, once per distinct prompt; the guidance null once.
+    def encode_prompts(self, prompts: list[str], guided: bool) -> tuple[torch.Tensor, list[str]]:
+        """(text (B or 2B, L, E), warnings): each distinct prompt encoded once; with guidance the
+        null sequence first, [uncond x B ; cond x B], as the reference orders them."""
+        c = self.c
         unique = list(dict.fromkeys(prompts))
         encoded = c.text_encoder.encode(unique)
         by_prompt = dict(zip(unique, encoded.embeddings))
@@ -138,7 +135,20 @@ class Pipeline:
         warnings = [f"prompt longer than {c.text_encoder.length} tokens; its end is ignored (as the reference does): {p[:60]!r}"
                     for p in encoded.truncated]
         if guided:
-            text = torch.cat([c.text_encoder.null().expand_as(text), text])  # [uncond x B ; cond x B]
+            text = torch.cat([c.text_encoder.null().expand_as(text), text])
+        return text, warnings
+
+    @torch.inference_mode()
+    def generate_tokens(self, prompts, seeds, settings: Settings, on_step=None, inspect=None):
+        """(tokens (B, N), timesteps, warnings). inspect(t, x_t, log p(x0 | x_t)), if given, sees each
+        step's input and the network's guided output before truncation (for measurements)."""
+        c, device = self.c, self.device
+        cfg = c.transformer.cfg
+        B = len(prompts)
+        guided = settings.guidance > 1.0
+
+        # 1. Text, once per distinct prompt; the guidance null once.
+        text, warnings = self.encode_prompts(prompts, guided)
 
         # 2. Cross-attention keys/values of the text: fixed for the whole chain.
         memory = c.transformer.text_memory(text)
@@ -157,6 +167,8 @@ class Pipeline:
             logp = c.transformer(torch.cat([x, x]) if guided else x, t, memory)  # (B or 2B, K-1, N)
             if guided:
                 logp = apply_guidance(logp, settings.guidance)
+            if inspect is not None:
+                inspect(t, x, logp)
             logp = truncate(logp, settings.truncation)
             if i == len(t_tensors) - 1:
                 x = gumbel_sample(logp, generators)  # the last step draws x0 at every position
