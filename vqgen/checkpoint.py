@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 import pickle
 import re
+import weakref
 from pathlib import Path
 
 import torch
@@ -47,6 +49,29 @@ def find_weights(folder: Path, stems: tuple[str, str], dtype: torch.dtype, compo
     raise CheckpointError(f"{component}: no weight file in {folder} (looked for {names}); re-download the model")
 
 
+# The mappings read_safetensors made: (start address, length, weak reference to the mmap), so that
+# release() can find the pages behind a tensor.
+_MAPPINGS: list[tuple[int, int, weakref.ref]] = []
+
+
+def _register(mapped: mmap.mmap) -> None:
+    _MAPPINGS[:] = [m for m in _MAPPINGS if m[2]() is not None]
+    _MAPPINGS.append((ctypes.addressof(ctypes.c_char.from_buffer(mapped)), len(mapped), weakref.ref(mapped)))
+
+
+def release(tensor: torch.Tensor) -> None:
+    """Drop the resident pages of a memory-mapped weight once a converted copy (bf16, int8, a
+    packed layout) replaces it, so converting a model never holds both in RAM. The mapping is
+    private and never written, so a page touched again is simply read from the file again."""
+    ptr, size = tensor.data_ptr(), tensor.numel() * tensor.element_size()
+    for start, length, ref in _MAPPINGS:
+        mapped = ref()
+        if mapped is not None and start <= ptr < start + length:
+            offset = (ptr - start) // mmap.PAGESIZE * mmap.PAGESIZE
+            mapped.madvise(mmap.MADV_DONTNEED, offset, min(ptr - start + size, length) - offset)
+            return
+
+
 def read_safetensors(path: Path, component: str) -> dict[str, torch.Tensor]:
     """Memory-map a .safetensors file and return tensors that view the mapping (no copy)."""
     bad = f"{component}: {path} is truncated or corrupted; delete it and download the model again"
@@ -66,6 +91,8 @@ def read_safetensors(path: Path, component: str) -> dict[str, torch.Tensor]:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size > 8 + header_len else None
     if not isinstance(header, dict):
         raise CheckpointError(bad)
+    if mapped is not None:
+        _register(mapped)
     base = 8 + header_len
     tensors = {}
     for name, info in header.items():
@@ -185,4 +212,6 @@ def assign(module: nn.Module, state: dict[str, torch.Tensor], component: str, so
         wanted = dtype(key) if callable(dtype) else dtype
         target = (wanted or value.dtype) if value.is_floating_point() else value.dtype
         cast[key] = value.to(device=device, dtype=target)
+        if cast[key].data_ptr() != value.data_ptr():
+            release(value)  # a converted copy: the file's pages are no longer needed
     module.load_state_dict(cast, strict=True, assign=True)

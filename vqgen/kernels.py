@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .checkpoint import release
 from .errors import UsageError
 
 QUANTIZE = ("int8",)
@@ -186,4 +187,5 @@ def apply_plan(transformer: nn.Module, plan: Plan) -> nn.Module:
                 if isinstance(child, nn.Linear):
                     new = Int8Linear(child) if plan.linear == "int8" else OneDNNLinear(child, batch_hint)
                     setattr(parent, name, new)
+                    release(child.weight)
     return transformer
