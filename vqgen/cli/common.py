@@ -1,7 +1,7 @@
 """Steps that every generating command shares: finding the model, then loading it.
 
 Split in two so that a command can check its settings against the model's chain length (read
-from a small config file) before paying for the slow load of the weights.
+from two small config files) before paying for the slow load of the weights.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from .progress import status
 
 
 def find_model(model: str, *, revision: str | None, offline: bool, quiet: bool):
-    """(ResolvedModel, the model's chain length T), or a one-line error about the folder/repo."""
+    """(ResolvedModel, the model's usable Chain), or a one-line error about the folder/repo."""
     from ..hub import resolve_model
-    from ..loader import check_model_folder, read_schedule_config
+    from ..loader import check_model_folder, read_chain
 
     resolved = resolve_model(model, revision=revision, offline=offline or None, quiet=quiet)
     check_model_folder(resolved.path)
-    return resolved, read_schedule_config(resolved.path).num_timesteps
+    return resolved, read_chain(resolved.path)
 
 
 def load_pipeline(resolved, device, dtype, *, quiet: bool):

@@ -84,11 +84,11 @@ def generate(
     dt = resolve_dtype(dtype, dev)
 
     # 3. The model: its chain length first (cheap), then the weights.
-    resolved, num_timesteps = find_model(model, revision=revision, offline=offline, quiet=quiet)
+    resolved, chain = find_model(model, revision=revision, offline=offline, quiet=quiet)
     chosen = dict(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
                   sampler=sampler, purity_weight=purity_weight)
     settings = Settings(**{**chosen, **recommended_for(ctx, resolved, keep=set(restored))})
-    settings.validate(num_timesteps)
+    settings.validate(chain)
     pipe = load_pipeline(resolved, dev, dt, quiet=quiet)
 
     # 4. Generate in chunks, writing each image as soon as it exists.
