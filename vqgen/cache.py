@@ -114,8 +114,8 @@ OWNER = "hub-cache"  # a file in vqgen_home naming the hub cache its entries bel
 
 
 def tidy(cache: Path, root: Path) -> None:
-    """Move an old `<cache>/vqgen/` (vqgen before issue 13) to `root`, then delete the entries of
-    `root` whose snapshot is gone from the hub cache. Best effort: what cannot be done now (a
+    """Move an old `<cache>/vqgen/` (where older vqgen kept its files) to `root`, then delete the
+    entries of `root` whose snapshot is gone from the hub cache. Best effort: what cannot be done now (a
     read-only cache) is tried again on the next run, and never stops this one."""
     try:
         _migrate(cache / "vqgen", root)

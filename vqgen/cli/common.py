@@ -35,7 +35,7 @@ def load_pipeline(resolved, device, dtype, *, quiet: bool):
 # defaults (from defaults.py) and help can never drift apart.
 class Opt:
     model = typer.Option(defaults.MODEL, "--model", "-m", help="Local model folder, bundled model name (shapes) or Hub repo id.")
-    steps = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain: 100 for ITHQ).")
+    steps = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain: 100 for ITHQ; less if its transformer knows fewer timesteps).")
     guidance = typer.Option(defaults.GUIDANCE, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off (half the work per step).")
     truncation = typer.Option(defaults.TRUNCATION, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1].")
     schedule = typer.Option(defaults.SCHEDULE, "--schedule", help="strided: S steps spread over the whole chain; diffusers: the reference's last S steps.")
