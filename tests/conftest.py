@@ -11,6 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import diffusers_dummy as dd  # noqa: E402
 import tiny_checkpoint as tc  # noqa: E402
 
 torch.set_num_threads(2)
@@ -41,6 +42,18 @@ def ithq_folder(ref_pipe, tmp_path_factory):
 @pytest.fixture(scope="session")
 def no_null_folder(ref_pipe_no_null, tmp_path_factory):
     return tc.save_ithq_layout(ref_pipe_no_null, tmp_path_factory.mktemp("ithq-no-null"))
+
+
+@pytest.fixture(scope="session")
+def dummy_pipes():
+    """diffusers' own VQ-Diffusion test components (diffusers_dummy.py): with a learned null of
+    zeros ("learnable") and without ("plain"), as its two fast tests use them."""
+    return {"learnable": dd.build_dummy_pipeline(True), "plain": dd.build_dummy_pipeline(False)}
+
+
+@pytest.fixture(scope="session")
+def dummy_folders(dummy_pipes, tmp_path_factory):
+    return {name: dd.save_dummy_pipeline(pipe, tmp_path_factory.mktemp(f"dummy-{name}")) for name, pipe in dummy_pipes.items()}
 
 
 _reference_cache: dict = {}

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from vqgen.cli import main
+from vqgen.metadata import read_record
 
 import tiny_checkpoint as tc
 
@@ -193,3 +194,35 @@ def test_paths_stay_on_stdout_when_stderr_is_a_terminal(tmp_path, diffusers_fold
     assert result.returncode == 0
     assert result.stdout.decode() == f"{out}\n"
     assert b"denoising" in terminal  # the bar was drawn on the terminal
+
+
+# -- diffusers' own test components: the transformer knows 12 of the scheduler's 100 timesteps --
+
+def test_default_steps_run_the_whole_usable_chain(capsys, tmp_path, dummy_folders, dummy_pipes, reference):
+    code, out, err = run(capsys, "a red bus", "-m", dummy_folders["plain"], "-o", tmp_path / "a.png", "--seed", 3, "--exact")
+    assert code == 0, err
+    assert "Traceback" not in err
+    record = read_record(tmp_path / "a.png")
+    assert record["steps"] == 12
+    # The whole usable chain (11..0) is diffusers' num_inference_steps=12.
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), reference(dummy_pipes["plain"], "a red bus", 3, 5.0, 1.0, 12)[1])
+    code, out, err = run(capsys, "a red bus", "-m", dummy_folders["plain"], "-o", tmp_path / "b.png", "--seed", 3,
+                         "--schedule", "diffusers", "--steps", 2, "--exact")
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), reference(dummy_pipes["plain"], "a red bus", 3, 5.0, 1.0, 2)[1])
+
+
+@pytest.mark.parametrize("schedule", ["strided", "diffusers"])
+def test_steps_beyond_the_usable_chain_are_one_line(capsys, tmp_path, dummy_folders, schedule):
+    code, out, err = run(capsys, "a cat", "-m", dummy_folders["plain"], "-o", tmp_path / "x.png", "--steps", 13, "--schedule", schedule)
+    assert_one_line_error(code, out, err, "--steps 13 is out of range", "transformer knows only timesteps 0..11 of its scheduler's 100", "use 1..12")
+    assert not any(tmp_path.iterdir())
+
+
+def test_batch_line_beyond_the_usable_chain_is_one_line(capsys, tmp_path, dummy_folders):
+    (tmp_path / "p.txt").write_text('{"prompt": "a"}\n{"prompt": "b", "steps": 20}\n')
+    code, out, err = run(capsys, "batch", tmp_path / "p.txt", tmp_path / "out", "-m", dummy_folders["plain"])
+    assert_one_line_error(code, out, err, "p.txt:2: steps 20 is out of range: this model's transformer knows only timesteps 0..11")
+    assert not list(tmp_path.glob("out/*.png"))
+    code, out, err = run(capsys, "batch", tmp_path / "p.txt", tmp_path / "out", "-m", dummy_folders["plain"], "--steps", 13)
+    assert_one_line_error(code, out, err, "--steps 13 is out of range", "use 1..12")

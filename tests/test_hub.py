@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,23 @@ def no_partial_files(cache: Path) -> bool:
     return not any(p.name.endswith((".incomplete", ".tmp")) or p.name.startswith(".tmp-") for p in cache.rglob("*"))
 
 
+def vqgen_home(cache: Path) -> Path:
+    """Where vqgen keeps its own files when only HF_HUB_CACHE is set (as env_for sets it)."""
+    return cache.parent / "vqgen"
+
+
+def assert_cache_scans_clean(cache: Path) -> None:
+    """huggingface_hub's own view of the cache (what `hf cache ls` and `hf cache rm` use): no
+    warnings, so nothing of vqgen's lies inside it."""
+    from huggingface_hub import scan_cache_dir
+
+    if not cache.exists():
+        return
+    info = scan_cache_dir(cache)
+    assert info.warnings == [], [str(w) for w in info.warnings]
+    assert {p.name for p in cache.iterdir() if p.is_dir()} <= {r.repo_path.name for r in info.repos} | {".locks"}
+
+
 def test_dry_run_lists_files_and_downloads_nothing(hub, tmp_path):
     r = run(["download", REPO, "--dry-run"], tmp_path / "cache", hub.url)
     assert r.returncode == 0, r.stderr
@@ -77,6 +95,7 @@ def test_dry_run_lists_files_and_downloads_nothing(hub, tmp_path):
     total = sum(len(b) for p, b in hub.repos[REPO].commits[hub.commits["main"]].items() if p in FP16_FILES)
     assert r.stdout.splitlines()[-1].startswith(f"total {total / 1e6:.1f} MB in 14 files (fp16, commit {hub.commits['main']})")
     assert not (tmp_path / "cache" / "models--microsoft--vq-diffusion-ithq").exists()
+    assert_cache_scans_clean(tmp_path / "cache")
 
 
 def test_fp16_download_exact_files_then_rerun_is_a_no_op(hub, tmp_path, ithq_layout):
@@ -98,6 +117,8 @@ def test_fp16_download_exact_files_then_rerun_is_a_no_op(hub, tmp_path, ithq_lay
 
     r = run(["download", REPO, "--quiet"], cache, hub.url)
     assert (r.returncode, r.stdout, r.stderr.replace("Ignored unknown kwarg option __type\n", "")) == (0, f"{snap}\n", "")
+    assert_cache_scans_clean(cache)
+    assert (vqgen_home(cache) / "models--microsoft--vq-diffusion-ithq" / f"fp16-{hub.commits['main']}.json").is_file()
 
 
 def test_dropped_connection_resumes_byte_identical(hub, tmp_path):
@@ -115,6 +136,7 @@ def test_dropped_connection_resumes_byte_identical(hub, tmp_path):
     assert got.read_bytes() == hub.repos[BIG].commits[hub.repos[BIG].refs["main"]][BIG_FILE]
     assert read_safetensors(got, "vqvae")  # and still a valid safetensors file
     assert no_partial_files(tmp_path / "cache")
+    assert_cache_scans_clean(tmp_path / "cache")
 
 
 def test_interrupted_run_keeps_finished_files_and_is_never_taken_for_complete(hub, tmp_path):
@@ -127,6 +149,7 @@ def test_interrupted_run_keeps_finished_files_and_is_never_taken_for_complete(hu
     assert_one_line_error(r, "HTTP 500", "try again")
     assert no_partial_files(cache)
     assert not (snapshot(cache, hub.commits["main"]) / big).exists()
+    assert_cache_scans_clean(cache)
     # Offline, the partial snapshot is not mistaken for a model.
     code = "from vqgen.cli import main; raise SystemExit(main(['download', '%s']))" % REPO
     r = subprocess.run([sys.executable, "-c", code], env=env_for(cache, hub.url, HF_HUB_OFFLINE="1"), capture_output=True, text=True)
@@ -139,14 +162,16 @@ def test_interrupted_run_keeps_finished_files_and_is_never_taken_for_complete(hu
     assert r.returncode == 0, r.stderr
     fetched = [p.rsplit("/", 1)[-1] for m, p, _ in hub.requests[before:] if m == "GET" and "/resolve/" in p and "model_index" not in p]
     assert fetched == [big.rsplit("/", 1)[-1]]  # only what was missing
+    assert_cache_scans_clean(cache)
 
 
 def test_fp32_download_converts_once_and_never_keeps_a_pickle(hub, tmp_path, ithq_layout):
     cache = tmp_path / "cache"
     r = run(["download", REPO, "--precision", "fp32"], cache, hub.url)
     assert r.returncode == 0, r.stderr
-    conv = cache / "vqgen" / "models--microsoft--vq-diffusion-ithq" / hub.commits["main"]
+    conv = vqgen_home(cache) / "models--microsoft--vq-diffusion-ithq" / hub.commits["main"]
     assert r.stdout == f"{conv}\n"
+    assert_cache_scans_clean(cache)
     from safetensors.torch import load_file
 
     from vqgen.convert import converted_name
@@ -166,6 +191,7 @@ def test_fp32_download_converts_once_and_never_keeps_a_pickle(hub, tmp_path, ith
     code = "from vqgen.hub import resolve_model; m = resolve_model('%s', offline=True); print(m.path, m.precision, m.commit)" % REPO
     out = subprocess.run([sys.executable, "-c", code], env=env_for(cache, hub.url), capture_output=True, text=True)
     assert out.stdout.split() == [str(conv), "fp32", hub.commits["main"]], out.stderr
+    assert_cache_scans_clean(cache)
 
 
 def test_conversion_disk_full_leaves_nothing(hub, tmp_path, monkeypatch, capsys):
@@ -185,9 +211,10 @@ def test_conversion_disk_full_leaves_nothing(hub, tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(vqgen.convert, "_write_safetensors", full_disk)
     assert main(["download", REPO, "--precision", "fp32", "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "disk full" in err[0] and "HF_HUB_CACHE" in err[0], err
-    assert not (cache / "vqgen" / "models--microsoft--vq-diffusion-ithq" / hub.commits["main"]).exists()
-    assert no_partial_files(cache)
+    assert len(err) == 1 and "disk full" in err[0] and "HF_HOME" in err[0], err
+    assert not (vqgen_home(cache) / "models--microsoft--vq-diffusion-ithq" / hub.commits["main"]).exists()
+    assert no_partial_files(cache) and no_partial_files(vqgen_home(cache))
+    assert_cache_scans_clean(cache)
 
 
 def test_download_disk_full_is_one_line_and_rerun_completes(hub, tmp_path):
@@ -200,8 +227,10 @@ def test_download_disk_full_is_one_line_and_rerun_completes(hub, tmp_path):
     r = run(["download", REPO], cache, hub.url, preexec=limit)
     assert_one_line_error(r, "disk full", "HF_HUB_CACHE")
     assert no_partial_files(cache)
-    assert not list(cache.glob("vqgen/*/fp16-*.json"))  # not recorded as complete
+    assert not list(vqgen_home(cache).glob("*/fp16-*.json"))  # not recorded as complete
+    assert_cache_scans_clean(cache)
     assert run(["download", REPO, "-q"], cache, hub.url).returncode == 0
+    assert_cache_scans_clean(cache)
 
 
 @pytest.mark.parametrize("case", ["unknown repo", "bad revision", "not a pipeline", "no network", "not a repo id"])
@@ -222,6 +251,7 @@ def test_hub_errors_are_one_line(hub, tmp_path, case):
     r = run(args, tmp_path / "cache", endpoint)
     assert_one_line_error(r, *needles)
     assert not list((tmp_path / "cache").glob("models--*/snapshots/*/*"))  # nothing written
+    assert_cache_scans_clean(tmp_path / "cache")
 
 
 def test_offline_without_cache_says_to_download(hub, tmp_path):
@@ -229,6 +259,7 @@ def test_offline_without_cache_says_to_download(hub, tmp_path):
     assert_one_line_error(r, f"vqgen download {REPO}", "offline")
     r = run(["generate", "a red bus", "-m", REPO, "--revision", "v1", "-o", str(tmp_path / "x.png")], tmp_path / "cache", hub.url, HF_HUB_OFFLINE="1")
     assert_one_line_error(r, f"vqgen download {REPO} --revision v1")
+    assert_cache_scans_clean(tmp_path / "cache")
 
 
 def test_pinned_revision_listing_and_removal(hub, tmp_path):
@@ -236,6 +267,7 @@ def test_pinned_revision_listing_and_removal(hub, tmp_path):
     assert run(["download", REPO, "-q"], cache, hub.url).returncode == 0
     r = run(["download", REPO, "--revision", "v1", "-q"], cache, hub.url)
     assert r.stdout.strip() == str(snapshot(cache, hub.commits["v1"]))
+    assert_cache_scans_clean(cache)
     assert "README.md" not in files_in(Path(r.stdout.strip()))  # only what the model needs
     # Offline, the tag resolves through the cache's refs to its own commit.
     code = "from vqgen.hub import resolve_model; m = resolve_model('%s', revision='v1'); print(m.commit, m.precision)" % REPO
@@ -259,9 +291,13 @@ def test_pinned_revision_listing_and_removal(hub, tmp_path):
     r = run(["models", "--remove", REPO, "--revision", "v1", "--yes"], cache, hub.url)
     assert r.returncode == 0, r.stderr
     assert not snapshot(cache, hub.commits["v1"]).exists() and snapshot(cache, hub.commits["main"]).is_dir()
+    assert not list(vqgen_home(cache).glob(f"*/fp16-{hub.commits['v1']}.json"))
+    assert_cache_scans_clean(cache)
     assert run(["download", REPO, "-q"], cache, hub.url).stderr.count("nothing") == 0  # main intact, quiet
     assert run(["models", "--remove", REPO, "--yes"], cache, hub.url).returncode == 0
     assert not (cache / "models--microsoft--vq-diffusion-ithq").exists()
+    assert not (vqgen_home(cache) / "models--microsoft--vq-diffusion-ithq").exists()
+    assert_cache_scans_clean(cache)
     assert "no VQ-Diffusion models" in run(["models"], cache, hub.url).stderr
 
 
@@ -291,6 +327,135 @@ def test_generate_through_repo_id_matches_local_folder(hub, tmp_path):
     assert np.array_equal(np.asarray(image.convert("RGB")), expected)
     record = json.loads(image.text["vqgen"])
     assert (record["repo_id"], record["commit"], record["precision"]) == (REPO, hub.commits["main"], "fp16")
+    assert_cache_scans_clean(cache)
+
+
+def test_hf_cache_rm_after_fp32_download_removes_the_model(hub, tmp_path):
+    """fp32 download (conversion, pickles dropped), then what `hf cache rm REPO` does: huggingface_hub's
+    delete strategy on its own scan. The repo is gone from the cache, vqgen no longer lists or serves
+    it, and its conversion outside the cache is deleted on vqgen's next run."""
+    from huggingface_hub import scan_cache_dir
+
+    cache = tmp_path / "cache"
+    assert run(["download", REPO, "--precision", "fp32", "-q"], cache, hub.url).returncode == 0
+    assert run(["download", REPO, "--revision", "v1", "-q"], cache, hub.url).returncode == 0
+    assert_cache_scans_clean(cache)
+    mine = vqgen_home(cache) / "models--microsoft--vq-diffusion-ithq"
+    assert {p.name for p in mine.iterdir()} == {hub.commits["main"], f"fp16-{hub.commits['v1']}.json"}
+
+    # `hf cache rm` of one revision: the other stays usable.
+    scan_cache_dir(cache).delete_revisions(hub.commits["v1"]).execute()
+    listing = run(["models"], cache, hub.url).stdout
+    assert hub.commits["main"][:7] in listing and hub.commits["v1"][:7] not in listing
+    assert {p.name for p in mine.iterdir()} == {hub.commits["main"]}
+
+    # ... and of the last one: everything goes, the conversion included.
+    info = scan_cache_dir(cache)
+    assert [r.repo_id for r in info.repos] == [REPO]
+    info.delete_revisions(*(rev.commit_hash for r in info.repos for rev in r.revisions)).execute()
+    assert not (cache / "models--microsoft--vq-diffusion-ithq").exists()
+    r = run(["models"], cache, hub.url)
+    assert r.stdout == "" and "no VQ-Diffusion models" in r.stderr
+    assert not mine.exists()
+    r = run(["download", REPO, "--precision", "fp32"], cache, hub.url, HF_HUB_OFFLINE="1")
+    assert_one_line_error(r, "offline")
+    assert_cache_scans_clean(cache)
+
+
+def test_old_vqgen_folder_inside_the_hub_cache_is_moved_out(hub, tmp_path):
+    """vqgen before issue 13 kept its files in <HF_HUB_CACHE>/vqgen/, which huggingface_hub's scan
+    reports as a corrupted repo. The first run of a newer vqgen moves them out, and nothing is lost:
+    the fp32 conversion and the fp16 manifests are still found, nothing is fetched again."""
+    from huggingface_hub import scan_cache_dir
+
+    cache = tmp_path / "cache"
+    assert run(["download", REPO, "--precision", "fp32", "-q"], cache, hub.url).returncode == 0
+    assert run(["download", REPO, "-q"], cache, hub.url).returncode == 0
+    before = files_in(vqgen_home(cache))
+    vqgen_home(cache).rename(cache / "vqgen")  # the old layout
+    (cache / "vqgen" / "models--microsoft--vq-diffusion-ithq" / ".tmp-leftover-1").mkdir()  # an interrupted conversion
+    assert [str(w) for w in scan_cache_dir(cache).warnings] == [f"Repo path is not a valid HuggingFace cache directory: {cache / 'vqgen'}"]
+
+    r = run(["models"], cache, hub.url)
+    assert r.returncode == 0 and REPO in r.stdout and "fp16+fp32" in r.stdout, r.stderr
+    assert not (cache / "vqgen").exists()
+    assert files_in(vqgen_home(cache)) == before
+    assert_cache_scans_clean(cache)
+    requests = len(hub.requests)
+    for precision in ("fp16", "fp32"):
+        r = run(["download", REPO, "--precision", precision], cache, hub.url)
+        assert r.returncode == 0 and "nothing to do" in r.stderr, r.stderr
+    assert not [p for _, p, _ in hub.requests[requests:] if "/resolve/" in p]
+
+
+def test_migration_merges_and_survives_another_filesystem(tmp_path, monkeypatch):
+    """Entry by entry: what the new place already has wins, the rest moves; across filesystems
+    (EXDEV) each entry is copied under a temporary name and renamed into place."""
+    import errno
+
+    import vqgen.cache as hc
+
+    old, root = tmp_path / "cache" / "vqgen", tmp_path / "vqgen"
+    a, b, c = "a" * 40, "b" * 40, "c" * 40
+    for folder, name, text in [(old, f"fp16-{a}.json", "old a"), (old, f"{b}/model_index.json", "old b"),
+                               (old, f"{c}/model_index.json", "old c"), (root, f"{c}/model_index.json", "new c")]:
+        path = folder / "models--o--n" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    real_rename = os.rename
+
+    def cross_device(src, dst):
+        if Path(src).is_relative_to(old):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(hc.os, "rename", cross_device)
+    hc._migrate(old, root)
+    assert not old.exists()
+    got = {p.relative_to(root).as_posix(): p.read_text() for p in root.rglob("*") if p.is_file()}
+    assert got == {f"models--o--n/fp16-{a}.json": "old a", f"models--o--n/{b}/model_index.json": "old b",
+                   f"models--o--n/{c}/model_index.json": "new c"}
+
+
+def test_orphans_are_dropped_only_by_the_cache_that_owns_the_folder(tmp_path, monkeypatch):
+    """With HF_HOME set, a run with another HF_HUB_CACHE shares $HF_HOME/vqgen: that run must not
+    take the first cache's conversions for leftovers of `hf cache rm`."""
+    import vqgen.cache as hc
+
+    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    main_cache, root, commit = tmp_path / "home" / "hub", tmp_path / "home" / "vqgen", "d" * 40
+    (main_cache / "models--o--n" / "snapshots" / commit).mkdir(parents=True)
+    (root / "models--o--n" / commit).mkdir(parents=True)
+    hc.tidy(main_cache, root)  # the owner: its snapshot is there, nothing to drop
+    other = tmp_path / "other-hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(other))
+    assert hc.vqgen_home() == root
+    hc.tidy(other, root)
+    assert (root / "models--o--n" / commit).is_dir()
+    shutil.rmtree(main_cache / "models--o--n")  # `hf cache rm` in the owner cache
+    hc.tidy(main_cache, root)
+    assert not (root / "models--o--n").exists()
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "xdg/huggingface/vqgen"),
+    ({"HF_HOME": "home"}, "home/vqgen"),
+    ({"HF_HUB_CACHE": "big/hub"}, "big/vqgen"),
+    ({"HF_HOME": "home", "HF_HUB_CACHE": "big/hub"}, "home/vqgen"),
+    ({"HF_HOME": "home", "HF_HUB_CACHE": "home"}, "vqgen"),  # never inside the hub cache
+])
+def test_vqgen_home_is_never_inside_the_hub_cache(tmp_path, monkeypatch, env, expected):
+    import vqgen.cache as hc
+
+    for key in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(tmp_path / value))
+    assert hc.vqgen_home() == tmp_path / expected
+    assert not hc.vqgen_home().is_relative_to(hc.hub_cache())
 
 
 def test_help_does_not_import_heavy_modules():

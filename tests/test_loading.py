@@ -14,7 +14,7 @@ import tiny_checkpoint as tc
 from vqgen.checkpoint import read_safetensors
 from vqgen.cli import main
 from vqgen.errors import CheckpointError
-from vqgen.pipeline import Pipeline
+from vqgen.pipeline import Pipeline, Settings
 
 
 @pytest.fixture
@@ -143,3 +143,66 @@ def test_safetensors_with_old_vae_names_also_load(diffusers_folder, tmp_path):
     path = folder / "vqvae" / "diffusion_pytorch_model.safetensors"
     save_file(dict(tc.vqvae_keys_to_old(load_file(path))), path)
     Pipeline.from_folder(folder, device="cpu", exact=True)
+
+
+def _edit_config(folder, sub, **changes):
+    path = folder / sub / "config.json"
+    cfg = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    path.write_text(json.dumps(cfg))
+
+
+def test_legacy_layer_norm_spelling_is_ada_norm(diffusers_folder, tmp_path):
+    """diffusers writes "norm_type": "layer_norm" for a Transformer2DModel built without norm_type
+    and reads it, next to num_embeds_ada_norm, as ada_norm: so does vqgen (same tokens)."""
+    folder = shutil.copytree(diffusers_folder, tmp_path / "m")
+    _edit_config(folder, "transformer", norm_type="layer_norm")
+    settings = Settings(steps=3)
+    legacy = Pipeline.from_folder(folder, device="cpu").generate_tokens(["a red bus"], [5], settings)[0]
+    modern = Pipeline.from_folder(diffusers_folder, device="cpu").generate_tokens(["a red bus"], [5], settings)[0]
+    assert torch.equal(legacy, modern)
+
+
+@pytest.mark.parametrize("changes,needle", [
+    (dict(norm_type="layer_norm", num_embeds_ada_norm=None), "norm_type='layer_norm'"),  # plain LayerNorm blocks
+    (dict(norm_type="ada_norm_zero"), "norm_type='ada_norm_zero'"),
+    (dict(norm_type="ada_norm", num_embeds_ada_norm=None), "num_embeds_ada_norm=None"),
+])
+def test_other_norm_types_are_refused(capsys, folder, tmp_path, changes, needle):
+    _edit_config(folder, "transformer", **changes)
+    line = cli_error(capsys, folder, tmp_path)
+    assert "transformer" in line and needle in line
+
+
+def _resize_codebook(folder, num_codes):
+    """Give the VQ-VAE a codebook of num_codes rows (extra rows random, or rows cut off)."""
+    _edit_config(folder, "vqvae", num_vq_embeddings=num_codes)
+    for path in (folder / "vqvae").glob("*.safetensors"):
+        state = load_file(path)
+        book = state["quantize.embedding.weight"]
+        extra = torch.randn((max(num_codes - len(book), 0), book.shape[1]), generator=torch.Generator().manual_seed(0))
+        state["quantize.embedding.weight"] = torch.cat([book, extra.to(book.dtype)])[:num_codes].contiguous()
+        save_file(state, path)
+
+
+def test_codebook_larger_than_the_classes_loads(diffusers_folder, tmp_path):
+    """Codes the transformer never predicts are never decoded: the same images as without them."""
+    folder = shutil.copytree(diffusers_folder, tmp_path / "m")
+    _resize_codebook(folder, tc.NUM_CODES + 3)
+    settings = Settings(steps=3)
+    bigger = Pipeline.from_folder(folder, device="cpu")
+    assert bigger.c.vqvae.cfg.num_codes == tc.NUM_CODES + 3
+    same = Pipeline.from_folder(diffusers_folder, device="cpu")
+    a, b = (p.generate(["a red bus"], [5], settings).images[0] for p in (bigger, same))
+    assert a.tobytes() == b.tobytes()
+
+
+def test_codebook_smaller_than_the_classes_is_refused(capsys, diffusers_folder, tmp_path):
+    folder = shutil.copytree(diffusers_folder, tmp_path / "m")
+    _resize_codebook(folder, tc.NUM_CODES - 1)
+    line = cli_error(capsys, folder, tmp_path)
+    assert f"vqvae has {tc.NUM_CODES - 1} codes but the transformer predicts {tc.NUM_CODES}" in line

@@ -94,3 +94,71 @@ def test_fp16_only_folder_is_upcast_and_matches_a_rounded_reference(ref_pipe, re
     tokens, images = run_vqgen(pipe, "a red bus", [11], 5.0, 1.0)
     assert torch.equal(tokens[0], ref_tokens)
     assert np.array_equal(images[0], ref_image)
+
+
+# diffusers' own test components (tests/diffusers_dummy.py): legacy "layer_norm" spelling, a
+# spare VQ code, and a transformer that knows 12 of the scheduler's 100 timesteps.
+# (steps, guidance, truncation): the first is its fast tests' own setting.
+DUMMY_SETTINGS = [(2, 5.0, 1.0), (1, 5.0, 1.0), (12, 5.0, 1.0), (2, 1.0, 1.0), (5, 5.0, 0.9), (12, 1.0, 0.9)]
+
+
+@pytest.fixture(scope="module")
+def dummy_vqgen(dummy_folders):
+    return {name: Pipeline.from_folder(folder, device="cpu", exact=True) for name, folder in dummy_folders.items()}
+
+
+@pytest.mark.parametrize("null", ["learnable", "plain"])
+@pytest.mark.parametrize("steps,guidance,truncation", DUMMY_SETTINGS)
+def test_diffusers_test_components_equal_reference(dummy_pipes, dummy_vqgen, reference, null, steps, guidance, truncation):
+    import diffusers_dummy as dd
+
+    ref_tokens, ref_image = reference(dummy_pipes[null], dd.PROMPT, 0, guidance, truncation, steps)
+    settings = Settings(steps=steps, guidance=guidance, truncation=truncation, schedule="diffusers")
+    tokens, timesteps, _ = dummy_vqgen[null].generate_tokens([dd.PROMPT], [0], settings)
+    assert timesteps == list(range(steps - 1, -1, -1))
+    assert torch.equal(tokens[0], ref_tokens)
+    assert np.array_equal(np.asarray(dummy_vqgen[null].decode(tokens)[0]), ref_image)
+
+
+@pytest.mark.parametrize("null", ["learnable", "plain"])
+def test_diffusers_test_components_default_is_the_whole_usable_chain(dummy_pipes, dummy_vqgen, reference, null):
+    """With 12 timestep rows in the transformer the usable chain is timesteps 11..0 of the
+    100-step tables; the default (steps=None, strided) runs all of it, which is diffusers'
+    num_inference_steps=12, the most diffusers itself can run on these components."""
+    import diffusers_dummy as dd
+
+    pipe = dummy_vqgen[null]
+    assert (pipe.chain.length, pipe.chain.train_timesteps, pipe.num_timesteps) == (12, 100, 12)
+    result = pipe(dd.PROMPT, seed=0)
+    assert result.timesteps == list(range(11, -1, -1))
+    assert result.settings.steps is None
+    assert np.array_equal(np.asarray(result.images[0]), reference(dummy_pipes[null], dd.PROMPT, 0, 5.0, 1.0, 12)[1])
+    assert result.images[0].size == (24, 24)
+
+
+def test_diffusers_test_components_strided_spreads_over_the_usable_chain(dummy_vqgen):
+    import diffusers_dummy as dd
+
+    pipe = dummy_vqgen["learnable"]
+    assert pipe(dd.PROMPT, seed=0, steps=4).timesteps == [11, 7, 4, 0]
+    assert pipe(dd.PROMPT, seed=0, steps=1).timesteps == [11]
+
+
+def test_diffusers_test_components_images_are_not_trivial(dummy_vqgen):
+    import diffusers_dummy as dd
+
+    tokens = [dummy_vqgen["plain"].generate_tokens([dd.PROMPT], [seed], Settings(steps=2))[0][0] for seed in (0, 1)]
+    assert not torch.equal(tokens[0], tokens[1])
+    assert len(torch.unique(tokens[0])) > 3
+    assert int(tokens[0].max()) <= 10  # 11 predicted codes; VQ code 11 is never drawn
+
+
+@pytest.mark.parametrize("steps", [13, 100])
+def test_diffusers_test_components_refuse_steps_beyond_the_usable_chain(dummy_vqgen, steps):
+    import diffusers_dummy as dd
+
+    from vqgen.errors import UsageError
+
+    for schedule in ("strided", "diffusers"):
+        with pytest.raises(UsageError, match=r"transformer knows only timesteps 0\.\.11 of its scheduler's 100.*use 1\.\.12$"):
+            dummy_vqgen["plain"].generate_tokens([dd.PROMPT], [0], Settings(steps=steps, schedule=schedule))

@@ -1,15 +1,22 @@
 """vqgen's view of the standard Hugging Face cache: where things live, what is complete, listing, removal.
 
 The HF cache (`<HF_HUB_CACHE>/models--org--name/{blobs,refs,snapshots}`) is written only by
-huggingface_hub. vqgen adds one folder beside the repos, `<HF_HUB_CACHE>/vqgen/models--org--name/`:
+huggingface_hub, plus the refs and the pickle removal of hub.py, both in the layout huggingface_hub
+itself writes. vqgen's own files live OUTSIDE it, in `vqgen_home()/models--org--name/`
+(`$HF_HOME/vqgen/` by default): the Hub's tools (scan_cache_dir, `hf cache ls`, `hf cache rm`)
+take every folder of the hub cache for a repo and report a foreign one as a corrupted cache.
   fp16-<commit>.json   the manifest of a finished fp16 download (paths and sizes), written last, so a
                        snapshot without it is never taken for complete;
   <commit>/            the fp32 model converted to safetensors, renamed into place only when whole.
+Both belong to a snapshot of the hub cache: once that snapshot is gone (`hf cache rm`), they are
+garbage, and the next run deletes them. Older vqgen versions kept them in `<HF_HUB_CACHE>/vqgen/`;
+they are moved on first use.
 Nothing here imports torch or huggingface_hub: `vqgen models` answers at once.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -26,14 +33,44 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
+def _env_path(value: str) -> Path:
+    return Path(os.path.expandvars(value)).expanduser()
+
+
+def _explicit_hub_cache() -> str | None:
+    return os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+
+
+def hf_home() -> Path:
+    """$HF_HOME, else huggingface_hub's default ($XDG_CACHE_HOME or ~/.cache, then /huggingface)."""
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return _env_path(home)
+
+
 def hub_cache() -> Path:
     """The cache folder, read from the environment now (huggingface_hub freezes it at import time,
     which would ignore a variable set later in the same process)."""
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(os.path.expandvars(explicit)).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
-    return Path(os.path.expandvars(home)).expanduser() / "hub"
+    explicit = _explicit_hub_cache()
+    return _env_path(explicit) if explicit else hf_home() / "hub"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return path == folder or folder in path.parents
+
+
+def vqgen_home(cache: Path | None = None) -> Path:
+    """Where vqgen keeps its own files, never inside the hub cache `cache`:
+    `$HF_HOME/vqgen` when HF_HOME is set or nothing is (the default, ~/.cache/huggingface/vqgen);
+    with only HF_HUB_CACHE set, `vqgen` beside the hub cache folder (HF_HUB_CACHE=/big/hub gives
+    /big/vqgen), so the conversions go to the disk the user chose for models. If the choice would
+    still fall inside the hub cache (HF_HOME=HF_HUB_CACHE), the folder beside it is used."""
+    cache = Path(cache or hub_cache())
+    if os.environ.get("HF_HOME") or not _explicit_hub_cache():
+        home = hf_home() / "vqgen"
+    else:
+        home = cache.parent / "vqgen"
+    return cache.parent / "vqgen" if _inside(home, cache) else home
 
 
 def env_offline() -> bool:
@@ -53,7 +90,124 @@ def snapshot_dir(cache: Path, repo_id: str, commit: str) -> Path:
 
 
 def vqgen_dir(cache: Path, repo_id: str) -> Path:
-    return cache / "vqgen" / repo_folder_name(repo_id)
+    return vqgen_root(cache) / repo_folder_name(repo_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# vqgen's own folder: moving an old one out of the hub cache, dropping what `hf cache rm` orphaned
+# ---------------------------------------------------------------------------------------------
+
+_tidied: set[tuple[str, str]] = set()
+
+
+def vqgen_root(cache: Path) -> Path:
+    """vqgen_home(cache), tidied once per process (see tidy)."""
+    root = vqgen_home(cache)
+    key = (str(cache), str(root))
+    if key not in _tidied:
+        _tidied.add(key)
+        tidy(cache, root)
+    return root
+
+
+OWNER = "hub-cache"  # a file in vqgen_home naming the hub cache its entries belong to
+
+
+def tidy(cache: Path, root: Path) -> None:
+    """Move an old `<cache>/vqgen/` (where older vqgen kept its files) to `root`, then delete the
+    entries of `root` whose snapshot is gone from the hub cache. Best effort: what cannot be done now (a
+    read-only cache) is tried again on the next run, and never stops this one."""
+    try:
+        _migrate(cache / "vqgen", root)
+    except OSError:
+        pass
+    try:
+        if _owned_by(root, cache):
+            _drop_orphans(cache, root)
+    except OSError:
+        pass
+
+
+def _owned_by(root: Path, cache: Path) -> bool:
+    """Whether `root`'s entries belong to `cache`. One vqgen_home can serve two hub caches (HF_HOME
+    set, HF_HUB_CACHE pointed elsewhere for one run): a snapshot missing from this cache may then
+    be in the other one, so orphans are dropped only by the cache that first used the folder."""
+    if not root.is_dir():
+        return False
+    me = os.path.abspath(cache)
+    try:
+        return (root / OWNER).read_text().strip() == me
+    except FileNotFoundError:
+        atomic_write_text(root / OWNER, me + "\n")
+        return True
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Move a file or folder to `dst` (which must not exist), atomically on one filesystem. Across
+    filesystems: copy under a temporary name beside `dst`, rename it into place, then delete the
+    source, so `dst` is either absent or whole."""
+    try:
+        os.rename(src, dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    tmp = dst.with_name(f".{dst.name}.moving-{os.getpid()}")
+    _rmtree(tmp)
+    try:
+        if src.is_dir():
+            shutil.copytree(src, tmp, symlinks=True)
+        else:
+            shutil.copy2(src, tmp)
+        os.rename(tmp, dst)
+    finally:
+        _rmtree(tmp)
+    _rmtree(src)
+
+
+def _migrate(old: Path, root: Path) -> None:
+    """Entry by entry (a manifest, a converted commit): each is complete by construction, so moving
+    them one at a time never makes anything look complete that is not. Where both places hold an
+    entry, the new one wins. Temporary leftovers (hidden names) of interrupted runs are dropped."""
+    if not old.is_dir() or _inside(root, old) or _inside(old, root):
+        return
+    for repo in sorted(old.iterdir()):
+        if not repo.is_dir() or repo.name.startswith("."):
+            _rmtree(repo)
+            continue
+        (root / repo.name).mkdir(parents=True, exist_ok=True)
+        for entry in sorted(repo.iterdir()):
+            target = root / repo.name / entry.name
+            try:
+                if entry.name.startswith(".") or target.exists():
+                    _rmtree(entry)
+                else:
+                    _move(entry, target)
+            except FileNotFoundError:  # another process moved it first
+                pass
+        repo.rmdir()
+    old.rmdir()
+
+
+def _entry_commit(entry: Path) -> str | None:
+    name = entry.name.removeprefix("fp16-").removesuffix(".json")
+    return name if COMMIT.match(name) else None
+
+
+def _drop_orphans(cache: Path, root: Path) -> None:
+    """A manifest or conversion whose snapshot is no longer in the hub cache was removed with the
+    Hub's own tools (`hf cache rm`, which cannot see vqgen's folder): delete it too, so that the
+    space is freed and the model no longer counts as cached. Only ever follows a removal: vqgen
+    writes its entries after huggingface_hub created the snapshot."""
+    if not root.is_dir():
+        return
+    for rdir in root.glob("models--*"):
+        for entry in rdir.iterdir():
+            commit = _entry_commit(entry)
+            if commit and not (cache / rdir.name / "snapshots" / commit).is_dir():
+                _rmtree(entry)
+        if not any(rdir.iterdir()):
+            rdir.rmdir()
 
 
 def converted_dir(cache: Path, repo_id: str, commit: str) -> Path:
@@ -166,6 +320,7 @@ def _is_vq_pipeline(snapshot: Path) -> bool:
 def list_models(cache: Path | None = None) -> list[CachedModel]:
     """Every cached commit of a VQ-Diffusion pipeline, sorted by repo."""
     cache = cache or hub_cache()
+    vqgen_root(cache)  # tidied first: an old folder moved, orphans of `hf cache rm` gone
     found = []
     for rdir in sorted(cache.glob("models--*--*")):
         repo_id = rdir.name.removeprefix("models--").replace("--", "/", 1)

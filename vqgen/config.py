@@ -32,6 +32,17 @@ def _require(component: str, cfg: dict, key: str, expected) -> None:
         raise CheckpointError(f"{component}: unsupported {key}={value!r} (vqgen implements {expected!r})")
 
 
+def _transformer_norm_type(cfg: dict) -> str:
+    """The norm_type the blocks really have. diffusers' legacy spelling: "layer_norm" (its default,
+    which its save_pretrained writes for every Transformer2DModel built without an explicit
+    norm_type) next to a num_embeds_ada_norm means AdaLayerNorm blocks, and diffusers builds them
+    so. Without num_embeds_ada_norm, "layer_norm" means plain LayerNorm blocks: refused."""
+    norm = cfg.get("norm_type", "ada_norm")
+    if norm == "layer_norm" and cfg.get("num_embeds_ada_norm") is not None:
+        return "ada_norm"
+    return norm
+
+
 @dataclass(frozen=True)
 class TransformerConfig:
     num_classes: int = 4097  # K: real codes plus the mask class (the last one)
@@ -66,7 +77,12 @@ class TransformerConfig:
         if cfg.get("num_vector_embeds") is None:
             raise CheckpointError(f"{c}: config has no num_vector_embeds; this is not a discrete VQ-Diffusion transformer")
         # ITHQ's config predates "norm_type"; its blocks are AdaLayerNorm blocks.
-        _require(c, cfg, "norm_type", "ada_norm")
+        norm = _transformer_norm_type(cfg)
+        if norm != "ada_norm":
+            raise CheckpointError(f"{c}: unsupported norm_type={norm!r} (vqgen implements 'ada_norm')")
+        timesteps = cfg.get("num_embeds_ada_norm")
+        if not isinstance(timesteps, int) or timesteps < 1:
+            raise CheckpointError(f"{c}: num_embeds_ada_norm={timesteps!r}; a VQ-Diffusion transformer needs its number of timesteps")
         _require(c, cfg, "activation_fn", "geglu-approximate")
         _require(c, cfg, "attention_bias", True)
         _require(c, cfg, "only_cross_attention", False)
@@ -80,7 +96,7 @@ class TransformerConfig:
             head_dim=cfg["attention_head_dim"],
             num_layers=cfg["num_layers"],
             text_dim=cfg["cross_attention_dim"],
-            num_timesteps=cfg["num_embeds_ada_norm"],
+            num_timesteps=timesteps,
             ff_inner_dim=cfg.get("ff_inner_dim"),
         )
 

@@ -3,8 +3,8 @@
 The published fp32 weights exist only as pickles. They are read once with weights_only=True
 (checkpoint.read_pickle), written as safetensors under a temporary name, read back and compared
 tensor by tensor, then renamed. The whole converted folder is built under a temporary name too and
-renamed into `<HF_HUB_CACHE>/vqgen/models--org--name/<commit>/` at the end, so a folder with that
-name is always complete. Key names are kept as published: loader.py renames them itself.
+renamed into vqgen's folder, `$HF_HOME/vqgen/models--org--name/<commit>/` (cache.vqgen_home), at
+the end, so a folder with that name is always complete. Key names are kept as published: loader.py renames them itself.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def convert_snapshot(snapshot: Path, files: list[str], dest: Path, on_component=
         os.rename(tmp, dest)
     except OSError as e:
         if e.errno in DISK_FULL:
-            raise CheckpointError(f"disk full while converting to safetensors in {dest.parent}; free some space (or set HF_HUB_CACHE to a bigger disk) and run the download again") from None
-        raise CheckpointError(f"cannot write the converted model to {dest.parent} ({e.strerror or e}); check the folder's permissions or set HF_HUB_CACHE") from None
+            raise CheckpointError(f"disk full while converting to safetensors in {dest.parent}; free some space (or set HF_HOME, where vqgen keeps conversions, to a bigger disk) and run the download again") from None
+        raise CheckpointError(f"cannot write the converted model to {dest.parent} ({e.strerror or e}); check the folder's permissions or set HF_HOME") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

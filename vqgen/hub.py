@@ -4,8 +4,9 @@ A repo id is resolved to a commit (one API call, or the cache's refs when offlin
 from the standard Hugging Face cache, downloading what is missing first:
 - fp16 (default download): configs, tokenizer and `*.fp16.safetensors`, never a pickle; the path
   is the HF snapshot folder.
-- fp32: the fp32 `.bin` pickles, converted once into safetensors (convert.py) in
-  `<HF_HUB_CACHE>/vqgen/models--org--name/<commit>/`; the pickles are then dropped from the cache.
+- fp32: the fp32 `.bin` pickles, converted once into safetensors (convert.py) in vqgen's own
+  folder outside the hub cache, `$HF_HOME/vqgen/models--org--name/<commit>/` (cache.vqgen_home);
+  the pickles are then dropped from the cache.
 Files are fetched one by one with huggingface_hub.hf_hub_download (it writes the cache, resumes a
 dropped connection with a Range request, and renames each blob into place only when whole); the
 total size is known from the tree listing up front, so one bar covers the whole download.
@@ -290,16 +291,26 @@ def _bar_class(progress, task):
     return Bar
 
 
-def _check_space(cache: Path, need: int, repo_id: str) -> None:
-    probe = cache
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
-        return
-    if need > free:
-        raise CheckpointError(f"not enough disk space for {repo_id}: it needs {human(need)} in {cache}, {human(free)} is free; free some space or set HF_HUB_CACHE to a bigger disk")
+def _check_space(needs: list[tuple[Path, int, str]], repo_id: str) -> None:
+    """needs: (folder, bytes, the variable that moves it). Folders on one disk add up (the hub
+    cache and vqgen's folder are usually on the same one)."""
+    disks: dict[int, list] = {}
+    for folder, need, variable in needs:
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            disk = disks.setdefault(os.stat(probe).st_dev, [probe, folder, 0, variable])
+        except OSError:
+            continue
+        disk[2] += need
+    for probe, folder, need, variable in disks.values():
+        try:
+            free = shutil.disk_usage(probe).free
+        except OSError:
+            continue
+        if need > free:
+            raise CheckpointError(f"not enough disk space for {repo_id}: it needs {human(need)} in {folder}, {human(free)} is free; free some space or set {variable} to a bigger disk")
 
 
 def fetch(plan: Plan, quiet: bool) -> None:
@@ -311,7 +322,8 @@ def fetch(plan: Plan, quiet: bool) -> None:
 
     cache = hc.hub_cache()
     bins = [f for f in plan.sizes if f.endswith(".bin")] if plan.precision == "fp32" else []
-    _check_space(cache, plan.to_fetch + sum(plan.sizes[f] for f in bins), plan.repo_id)
+    # The conversion writes as much again as the pickles, into vqgen's folder.
+    _check_space([(cache, plan.to_fetch, "HF_HUB_CACHE"), (hc.vqgen_home(cache), sum(plan.sizes[f] for f in bins), "HF_HOME")], plan.repo_id)
     # huggingface_hub logs each retry as a multi-line warning; the bar and our one-line errors say enough.
     hf_logging.set_verbosity_error()
     with hub_errors(plan.repo_id, plan.revision):

@@ -21,7 +21,7 @@ from . import checkpoint as ckpt
 from .config import ScheduleConfig, TransformerConfig, VQVAEConfig, read_json
 from .errors import CheckpointError
 from .kernels import Plan, apply_plan, plan_for, weight_dtype
-from .schedule import NoiseSchedule
+from .schedule import Chain, NoiseSchedule
 from .text_encoder import TextEncoder
 from .transformer import DiscreteTransformer
 from .vqvae import VQVAE
@@ -80,6 +80,12 @@ def native_output_silenced():
 
 def read_schedule_config(folder: Path) -> ScheduleConfig:
     return ScheduleConfig.from_json(read_json(folder / "scheduler" / "scheduler_config.json", "scheduler"))
+
+
+def read_chain(folder: Path) -> Chain:
+    """The model's usable chain from its two small configs, before any weight is read."""
+    transformer = TransformerConfig.from_json(read_json(folder / "transformer" / "config.json", "transformer"))
+    return Chain.of(read_schedule_config(folder).num_timesteps, transformer.num_timesteps)
 
 
 def _build(module_cls, cfg):
@@ -182,7 +188,10 @@ def load_components(folder: Path, device: torch.device, dtype: torch.dtype, plan
             f"scheduler has {schedule.num_classes} classes but the transformer {transformer.cfg.num_classes}; the model folder is inconsistent"
         )
     vqvae = load_vqvae(folder, device, dtype, files)
-    if vqvae.cfg.num_codes != transformer.cfg.num_classes - 1:
+    # The transformer predicts codes 0..K-2; a larger codebook is fine (diffusers' own test
+    # components have one spare code), its extra codes are just never drawn. A smaller one could
+    # not decode what the transformer predicts.
+    if vqvae.cfg.num_codes < transformer.cfg.num_classes - 1:
         raise CheckpointError(
             f"vqvae has {vqvae.cfg.num_codes} codes but the transformer predicts {transformer.cfg.num_classes - 1}; the model folder is inconsistent"
         )

@@ -23,7 +23,7 @@ from .hub import ResolvedModel
 from .kernels import Plan, plan_for
 from .loader import Components, load_components
 from .sampling import apply_guidance, gumbel_sample, posterior_logits, purity_step, truncate
-from .schedule import SCHEDULES, timesteps_for
+from .schedule import SCHEDULES, Chain, timesteps_for
 from .vqvae import to_uint8
 
 SAMPLERS = ("posterior", "purity")
@@ -41,13 +41,15 @@ class Settings:
     sampler: str = defaults.SAMPLER
     purity_weight: float = defaults.PURITY_WEIGHT
 
-    def validate(self, num_timesteps: int | None) -> None:
-        """One-line UsageErrors for values no model accepts; with the model's chain length T known,
-        also for steps above T."""
+    def validate(self, chain: Chain | int | None) -> None:
+        """One-line UsageErrors for values no model accepts; with the model's usable chain known
+        (a Chain, or its length), also for steps beyond it."""
+        if isinstance(chain, int):
+            chain = Chain(chain, chain)
         if self.steps is not None and self.steps < 1:
             raise UsageError(f"--steps {self.steps} is out of range; use at least 1 (the model's chain length at most)")
-        if self.steps is not None and num_timesteps is not None and self.steps > num_timesteps:
-            raise UsageError(f"--steps {self.steps} is out of range: this model's chain has {num_timesteps} steps; use 1..{num_timesteps}")
+        if self.steps is not None and chain is not None and self.steps > chain.length:
+            raise UsageError(f"--steps {self.steps} is out of range: {chain.describe()}; use 1..{chain.length}")
         if not 0 < self.truncation <= 1:
             raise UsageError(f"--truncation {self.truncation} is out of range; use a value in (0, 1], e.g. 0.86 or 1.0")
         if not self.guidance >= 0:
@@ -96,8 +98,14 @@ class Pipeline:
         return cls(load_components(Path(folder), dev, plan.dtype, plan), plan, resolved)
 
     @property
+    def chain(self) -> Chain:
+        """The usable chain: the scheduler's timesteps that the transformer can be told."""
+        return Chain.of(self.c.schedule.num_timesteps, self.c.transformer.cfg.num_timesteps)
+
+    @property
     def num_timesteps(self) -> int:
-        return self.c.schedule.num_timesteps
+        """Steps of the whole usable chain: the default number of steps, and the most there can be."""
+        return self.chain.length
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -118,7 +126,6 @@ class Pipeline:
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int], settings: Settings, on_step: StepCallback | None = None) -> Generation:
         """Images for prompts[i] with seeds[i], all run through the network together."""
-        settings.validate(self.num_timesteps)
         tokens, timesteps, warnings = self.generate_tokens(prompts, seeds, settings, on_step)
         images = self.decode(tokens)
         return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings)
@@ -142,6 +149,7 @@ class Pipeline:
     def generate_tokens(self, prompts, seeds, settings: Settings, on_step=None, inspect=None):
         """(tokens (B, N), timesteps, warnings). inspect(t, x_t, log p(x0 | x_t)), if given, sees each
         step's input and the network's guided output before truncation (for measurements)."""
+        settings.validate(self.chain)  # here, not only in generate: a step beyond the chain would crash
         c, device = self.c, self.device
         cfg = c.transformer.cfg
         B = len(prompts)

@@ -76,17 +76,44 @@ class NoiseSchedule:
         ]
 
 
+@dataclass(frozen=True)
+class Chain:
+    """The timesteps a model can run: 0 .. length-1 of its scheduler's train_timesteps (T) tables.
+
+    The transformer is told the timestep through an embedding with one row per timestep
+    (num_embeds_ada_norm). When it has fewer rows than the scheduler has timesteps (diffusers' own
+    test components: 12 rows, T = 100), timesteps from `length` on cannot be told to it, so the
+    usable chain is the last `length` timesteps of the T-step chain, still with the T-step noise
+    tables: exactly what diffusers can run on such a model (num_inference_steps <= length)."""
+
+    length: int
+    train_timesteps: int
+
+    @classmethod
+    def of(cls, train_timesteps: int, transformer_timesteps: int) -> Chain:
+        return cls(min(train_timesteps, transformer_timesteps), train_timesteps)
+
+    def describe(self) -> str:
+        """Why at most `length` steps, for error messages."""
+        if self.length == self.train_timesteps:
+            return f"this model's chain has {self.length} steps"
+        return (f"this model's transformer knows only timesteps 0..{self.length - 1} of its scheduler's "
+                f"{self.train_timesteps}, so it runs at most {self.length} steps")
+
+
 SCHEDULES = ("strided", "diffusers")
 
 
 def timesteps_for(schedule: str, num_timesteps: int, steps: int) -> list[int]:
-    """The timesteps a generation of `steps` network calls visits, in order.
+    """The timesteps a generation of `steps` network calls visits, in order, on a usable chain of
+    `num_timesteps` (Chain.length: T, or fewer when the transformer knows fewer timesteps).
 
-    strided:   spread over the whole chain, T-1 down to 0 with both ends included, each step
-               sampling from the exact multi-step posterior. A single step starts at T-1.
+    strided:   spread over the whole usable chain, num_timesteps-1 down to 0 with both ends
+               included, each step sampling from the exact multi-step posterior. A single step
+               starts at num_timesteps-1.
     diffusers: the reference's choice, the LAST `steps` timesteps (steps-1 ... 0) of the chain from
                an all-mask start. Kept so images made with diffusers can be regenerated.
-    Both equal T-1 ... 0 when steps == T.
+    Both equal num_timesteps-1 ... 0 when steps == num_timesteps.
     """
     if schedule == "diffusers":
         return list(range(steps - 1, -1, -1))

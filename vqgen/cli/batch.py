@@ -66,15 +66,15 @@ def batch(
     #    recommended settings for what the command line left open.
     from .common import find_model, recommended_for
 
-    resolved, num_timesteps = find_model(model, revision=revision, offline=offline, quiet=quiet)
+    resolved, chain = find_model(model, revision=revision, offline=offline, quiet=quiet)
     chosen = dict(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
                   sampler=sampler, purity_weight=purity_weight) | recommended_for(ctx, resolved)
     steps, guidance, truncation = chosen["steps"], chosen["guidance"], chosen["truncation"]
     base = Settings(**chosen)
-    base.validate(num_timesteps)
+    base.validate(chain)
     for line in lines:
-        if line.steps is not None and line.steps > num_timesteps:
-            raise UsageError(f"{prompts}:{line.line}: steps {line.steps} is out of range: this model's chain has {num_timesteps} steps")
+        if line.steps is not None and line.steps > chain.length:
+            raise UsageError(f"{prompts}:{line.line}: steps {line.steps} is out of range: {chain.describe()}")
 
     # 3. The processes agree on the base seed: rank 0 picks it, the others receive it.
     from ..device import resolve_device
@@ -94,7 +94,7 @@ def batch(
         from ..batch import resume
 
         manifest.clean_temp_files(outdir, {j.name for j in mine}, {j.name for j in all_jobs} if world.main else None)
-        todo, done = resume.plan(mine, outdir, base, num_timesteps)
+        todo, done = resume.plan(mine, outdir, base, chain.length)
         if seed_note:
             say(seed_note, quiet)
         if todo and done:

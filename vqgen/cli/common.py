@@ -1,7 +1,7 @@
 """Steps that every generating command shares: finding the model, then loading it.
 
 Split in two so that a command can check its settings against the model's chain length (read
-from a small config file) before paying for the slow load of the weights.
+from two small config files) before paying for the slow load of the weights.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from .progress import say, status
 
 
 def find_model(model: str, *, revision: str | None, offline: bool, quiet: bool):
-    """(ResolvedModel, the model's chain length T), or a one-line error about the folder/repo."""
+    """(ResolvedModel, the model's usable Chain), or a one-line error about the folder/repo."""
     from ..hub import resolve_model
-    from ..loader import check_model_folder, read_schedule_config
+    from ..loader import check_model_folder, read_chain
 
     resolved = resolve_model(model, revision=revision, offline=offline or None, quiet=quiet)
     check_model_folder(resolved.path)
-    return resolved, read_schedule_config(resolved.path).num_timesteps
+    return resolved, read_chain(resolved.path)
 
 
 def load_pipeline(resolved, device, dtype, *, quiet: bool, exact: bool = False, quantize: str | None = None,
@@ -52,7 +52,7 @@ def check_kernels(device: str, dtype: str | None, exact: bool, quantize: str | N
 # defaults (from defaults.py) and help can never drift apart.
 class Opt:
     model = typer.Option(defaults.MODEL, "--model", "-m", help="Local model folder, bundled model name (shapes) or Hub repo id.")
-    steps = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain: 100 for ITHQ).")
+    steps = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain: 100 for ITHQ; less if its transformer knows fewer timesteps).")
     guidance = typer.Option(defaults.GUIDANCE, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off (half the work per step).")
     truncation = typer.Option(defaults.TRUNCATION, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1].")
     schedule = typer.Option(defaults.SCHEDULE, "--schedule", help="strided: S steps spread over the whole chain; diffusers: the reference's last S steps.")

@@ -21,8 +21,8 @@ def download(
 ) -> None:
     """Download a model into the Hugging Face cache and print its local path.
 
-    The cache is HF_HUB_CACHE (default HF_HOME/hub); HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE are
-    honoured. An interrupted download resumes; a complete one is not fetched again.
+    The cache is HF_HUB_CACHE (default HF_HOME/hub); fp32 conversions go to HF_HOME/vqgen.
+    HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE are honoured. An interrupted download resumes; a complete one is not fetched again.
     """
     from ..hub import ensure, human, short
 

@@ -96,11 +96,11 @@ def generate(
     check_kernels(device, dtype, exact, quantize)
 
     # 3. The model: its chain length first (cheap), then the weights.
-    resolved, num_timesteps = find_model(model, revision=revision, offline=offline, quiet=quiet)
+    resolved, chain = find_model(model, revision=revision, offline=offline, quiet=quiet)
     chosen = dict(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
                   sampler=sampler, purity_weight=purity_weight)
     settings = Settings(**{**chosen, **recommended_for(ctx, resolved, keep=set(restored))})
-    settings.validate(num_timesteps)
+    settings.validate(chain)
     pipe = load_pipeline(resolved, dev, dtype, quiet=quiet, exact=exact, quantize=quantize, verbose=verbose)
 
     # 4. Generate in chunks, writing each image as soon as it exists.

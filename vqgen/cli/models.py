@@ -22,8 +22,8 @@ def models(
 
     Columns: repo, revision (branches/tags), commit, precision (fp16, fp32, or partial for an
     unfinished download) and size. `vqgen models --remove REPO_ID [--revision REV] [--yes]` deletes
-    a repo (or one revision of it) from the cache, blobs included. The cache is HF_HUB_CACHE
-    (default HF_HOME/hub).
+    a repo (or one revision of it) from the cache, blobs and vqgen's conversions included. The
+    cache is HF_HUB_CACHE (default HF_HOME/hub); vqgen's own files are in HF_HOME/vqgen.
     """
     from ..cache import hub_cache, list_models, remove_commit
     from ..hub import human, short
