@@ -131,7 +131,7 @@ def test_fast_modes_stay_close_to_exact(exact_pipe, diffusers_folder, mode):
         ref = exact_pipe.c.transformer(x, t, exact_pipe.c.transformer.text_memory(text))
         got = pipe.c.transformer(x, t, pipe.c.transformer.text_memory(text))
     kl = (ref.exp() * (ref - got)).sum(1).mean()
-    assert got.dtype == torch.float32 and 0 <= kl < 2e-2, kl
+    assert got.dtype == torch.float32 and -1e-6 < kl < 2e-2, kl  # float32 rounding can make a zero KL -1e-9
 
 
 def test_fast_mode_images_are_reproducible_and_batch_invariant(diffusers_folder):
