@@ -309,7 +309,7 @@ def test_generate_through_repo_id_matches_local_folder(hub, tmp_path):
     from vqgen.pipeline import Pipeline, Settings
 
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([VQGEN, "generate", "a red bus", "-m", REPO, "--seed", "1", "--steps", "100", "-o", str(tmp_path / "hub.png")],
+    proc = subprocess.Popen([VQGEN, "generate", "a red bus", "-m", REPO, "--seed", "1", "--steps", "100", "--exact", "-o", str(tmp_path / "hub.png")],
                             env=env_for(cache, hub.url, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Meanwhile (two cores), the reference: the same fp16 weights from a local folder, in this process.
     local = tc.save_ithq_layout(tc.build_tiny_pipeline(0), tmp_path / "local", fp32_bin=False, fp16_bin=False)
