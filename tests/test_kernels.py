@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vqgen import kernels
+from vqgen import fast_layers, kernels
 from vqgen.cli import main
 from vqgen.errors import UsageError
-from vqgen.kernels import Int8Linear, OneDNNLinear, plan_for
+from vqgen.fast_layers import FeedForward, Int8Linear, PackedLinear, QuantLinear, SelfAttention
+from vqgen.kernels import plan_for
 from vqgen.pipeline import Pipeline, Settings
 
 CPU = torch.device("cpu")
@@ -29,8 +31,8 @@ def cpu_is(monkeypatch):
 
 
 @pytest.mark.parametrize("features, block, linear", [
-    (ZEN5, torch.bfloat16, "torch"),  # bf16 units: the transformer in bfloat16
-    (SAPPHIRE, torch.bfloat16, "torch"),  # AMX counts as bf16 units
+    (ZEN5, torch.bfloat16, "onednn"),  # bf16 units: the transformer in bfloat16, weights packed for oneDNN
+    (SAPPHIRE, torch.bfloat16, "onednn"),  # AMX counts as bf16 units
     (ZEN3, torch.float32, "onednn"),  # no bf16 units, AMD: fp32 through oneDNN (MKL has no AVX-512 path there)
     (SKYLAKE, torch.float32, "torch"),  # no bf16 units, Intel: MKL's sgemm
 ])
@@ -79,31 +81,66 @@ def test_mode_mistakes():
         plan_for(CPU, None, quantize="int4")
 
 
-def test_onednn_linear_is_float32_arithmetic():
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_packed_linear_is_the_linear_and_fuses_swish(dtype, tol):
     torch.manual_seed(0)
     linear = nn.Linear(96, 160)
     x = torch.randn(2, 50, 96)
+    packed = PackedLinear(linear.weight.detach(), linear.bias.detach(), dtype, 100)
+    swish = PackedLinear(linear.weight.detach(), linear.bias.detach(), dtype, 100, post="swish")
     with torch.inference_mode():
-        ref, got = linear(x), OneDNNLinear(linear, 100)(x)
-    assert got.shape == ref.shape and got.dtype == torch.float32
-    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        ref, got, got_swish = linear(x), packed(x.to(dtype)), swish(x.to(dtype))
+    assert got.shape == ref.shape and got.dtype == dtype
+    torch.testing.assert_close(got.float(), ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(got_swish.float(), F.silu(ref), rtol=tol, atol=tol)
 
 
+def _int8_layers():
+    layers = [Int8Linear]
+    if fast_layers.onednn_int8_available():
+        layers += [QuantLinear]
+    return layers
+
+
+@pytest.mark.parametrize("layer", _int8_layers())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_int8_linear_is_close_and_a_quarter_of_the_weight(dtype):
+def test_int8_linear_is_close_a_quarter_of_the_weight_and_batch_invariant(layer, dtype):
     torch.manual_seed(0)
     linear = nn.Linear(128, 256)
     x = torch.randn(3, 40, 128)
-    q = Int8Linear(linear)
+    q = layer(linear.weight.detach(), linear.bias.detach(), dtype)
     with torch.inference_mode():
         ref, got = linear(x), q(x.to(dtype))
+        alone = q(x[1:2].to(dtype))
     assert got.dtype == dtype and got.shape == ref.shape
     rel = (got.float() - ref).norm() / ref.norm()
-    assert rel < 0.02, rel  # 127 levels per token and per channel: about 1% error
-    w = q.weight_t
+    assert rel < 0.02, rel  # 8-bit weights and activations: about 1% error
+    # A sample's result never depends on the rest of the batch (guided [uncond ; cond], -n 4).
+    assert torch.equal(alone[0], got[1])
+    w = q.weight if layer is QuantLinear else q.weight_t
     assert w.dtype == torch.int8 and 4 * w.numel() * w.element_size() == linear.weight.numel() * linear.weight.element_size()
-    # A token that is all zeros stays finite (its scale is clamped, not zero).
-    assert torch.isfinite(q(torch.zeros(1, 128))).all()
+    # A sample that is all zeros stays finite (its scale is clamped, not zero).
+    assert torch.isfinite(q(torch.zeros(1, 128).to(dtype))).all()
+
+
+@pytest.mark.parametrize("kind", ["packed", "int8"])
+def test_fused_attention_and_feed_forward_compute_the_blocks_maths(kind):
+    """One q/k/v GEMM, and the feed-forward's 1.702 folded into swish: the same functions."""
+    from vqgen.transformer import Attention
+    from vqgen.transformer import FeedForward as ReferenceFF
+
+    torch.manual_seed(0)
+    attn, ff = Attention(64, 4, 16, 64), ReferenceFF(64, 256)
+    if kind == "packed":
+        make, tol = (lambda w, b, post="none": PackedLinear(w.detach(), None if b is None else b.detach(), torch.float32, 64, post)), 1e-5
+    else:
+        layer = QuantLinear if fast_layers.onednn_int8_available() else Int8Linear
+        make, tol = (lambda w, b, post="none": layer(w.detach(), None if b is None else b.detach(), torch.float32, post)), 5e-2
+    x = torch.randn(2, 30, 64)
+    with torch.inference_mode():
+        for ref_module, fused in ((attn, SelfAttention(attn, make)), (ff, FeedForward(ff, make))):
+            ref, got = ref_module(x), fused(x)
+            assert ((got - ref).norm() / ref.norm()) < tol
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +154,12 @@ def test_fast_modes_stay_close_to_exact(exact_pipe, diffusers_folder, mode):
     kernels it says it runs are the ones in the module tree."""
     pipe = Pipeline.from_folder(diffusers_folder, device="cpu", **mode)
     plan = pipe.plan
-    linears = [m for m in pipe.c.transformer.blocks.modules() if isinstance(m, (nn.Linear, OneDNNLinear, Int8Linear))]
-    kinds = {type(m) for m in linears if not isinstance(m, nn.Linear) or m.out_features != 2 * pipe.c.transformer.cfg.dim}
-    expected = {"torch": nn.Linear, "onednn": OneDNNLinear, "int8": Int8Linear}[plan.linear]
-    assert kinds == {expected}
+    block = pipe.c.transformer.blocks[0]
+    swapped = [block.attn2.q, block.attn2.out, block.ff.up, block.ff.down] + [getattr(block.attn1, n) for n in ("q", "qkv") if hasattr(block.attn1, n)]
+    int8 = QuantLinear if fast_layers.onednn_int8_available() else Int8Linear
+    expected = {"torch": nn.Linear, "onednn": PackedLinear, "int8": int8}[plan.linear]
+    assert {type(m) for m in swapped} == {expected}
+    assert isinstance(block.attn2.k, nn.Linear)  # run once per generation, on the text
     assert pipe.c.transformer.head.weight.dtype == torch.float32  # the logits stay float32 in every mode
     with torch.inference_mode():
         text, _ = exact_pipe.encode_prompts(["a red bus"], guided=True)

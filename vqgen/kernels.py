@@ -5,14 +5,17 @@ About 95% of a step is the transformer's Linear layers, so the kernel behind the
 - exact: torch's default kernels in the requested dtype, the reference's arithmetic, bit for bit.
 - fast (default), chosen from what the device can do, not from what the developer's machine did:
   * a CPU with native bfloat16 (avx512_bf16 or AMX): the transformer in bfloat16 (oneDNN's bf16
-    GEMM; 4x torch's fp32 GEMM on an AMD Zen 5). Never on a CPU without bf16 units, where it is
+    GEMM; 2-4x torch's fp32 GEMM on an AMD Zen 5). Never on a CPU without bf16 units, where it is
     several times slower than float32.
   * other CPUs: float32, with the GEMMs through oneDNN on AMD CPUs (MKL's sgemm takes no AVX-512
     path there) and torch's default (MKL) elsewhere.
   * GPUs: the requested dtype (float16 by default).
-- int8 (`quantize="int8"`, CPU): the Linear layers of every block with int8 weights (one scale per
-  output channel) and int8 activations quantised per token at run time, multiplied by torch._int_mm
-  (VNNI where the CPU has it); the rest of the block in bfloat16 where the CPU has it.
+  On the CPU the blocks' Linear layers are packed once, q/k/v run as one GEMM and the
+  feed-forward's activation is fused into its GEMM (fast_layers.py).
+- int8 (`quantize="int8"`, CPU): the blocks' Linear layers with int8 weights (one scale per output
+  channel) and uint8 activations quantised per sample at run time, through oneDNN's int8 GEMM
+  (VNNI where the CPU has it) with the dequantisation and activation fused; the rest of the block
+  in bfloat16 where the CPU has it.
 The text encoder, the VQ-VAE and the sampler's maths stay float32 (in the requested dtype) in every
 mode: they are a small share of the time, and the sampler's float32 keeps the random draws' meaning.
 """
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import fast_layers
 from .checkpoint import release
 from .errors import UsageError
 
@@ -115,49 +119,13 @@ def plan_for(device: torch.device, dtype: torch.dtype | None, *, exact: bool = F
     if quantize:
         return Plan(device, base, block, "int8", False, quantize, tuple(warnings))
     f = cpu_features()
-    onednn = cpu and block == torch.float32 and f["onednn"] and f["vendor"] == "AuthenticAMD"
+    # bfloat16 goes to oneDNN in any case; packing its weights once saves the per-call reorder.
+    onednn = cpu and f["onednn"] and (block == torch.bfloat16 or (block == torch.float32 and f["vendor"] == "AuthenticAMD"))
     return Plan(device, base, block, "onednn" if onednn else "torch", False, None, tuple(warnings))
 
 
-# -- the Linear layers of the fast paths -----------------------------------------------------------
-class OneDNNLinear(nn.Module):
-    """A float32 Linear whose weight is packed once into oneDNN's blocked layout."""
-
-    def __init__(self, linear: nn.Linear, batch_hint: int):
-        super().__init__()
-        self.out_features = linear.out_features
-        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().float(), batch_hint), persistent=False)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.weight, self.bias, "none", [], "")
-
-
-class Int8Linear(nn.Module):
-    """y = (q(x) @ q(W).T) * s_x * s_W + b: W quantised once per output channel, x per token at
-    run time (symmetric, 127 levels), the product accumulated in int32."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        w = linear.weight.detach().float()  # (N, K)
-        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127  # (N,)
-        self.register_buffer("weight_t", torch.round(w / scale[:, None]).to(torch.int8).t().contiguous(), persistent=False)  # (K, N)
-        self.register_buffer("scale", scale, persistent=False)
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        x_scale = x2.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-12) / 127  # (M, 1)
-        q = torch.round(x2 / x_scale).clamp_(-127, 127).to(torch.int8)
-        y = torch._int_mm(q, self.weight_t).float().mul_(x_scale).mul_(self.scale)
-        if self.bias is not None:
-            y.add_(self.bias)
-        return y.to(x.dtype).view(*shape[:-1], -1)
-
-
-# Transformer weights (vqgen's names) that the plan's Linear kernels replace.
-_BLOCK_LINEAR = re.compile(r"^blocks\.\d+\.(?:attn[12]\.(?:q|k|v|out)|ff\.(?:up|down))\.weight$")
+# Transformer weights (vqgen's names) that the plan's Linear kernels replace (apply_plan).
+_BLOCK_LINEAR = re.compile(r"^blocks\.\d+\.(?:attn1\.(?:q|k|v|out)|attn2\.(?:q|out)|ff\.(?:up|down))\.weight$")
 _HEAD = ("head.", "norm_out.")
 
 
@@ -174,18 +142,33 @@ def weight_dtype(plan: Plan, key: str) -> torch.dtype | None:
 
 
 def apply_plan(transformer: nn.Module, plan: Plan) -> nn.Module:
-    """Swap the blocks' Linear layers for the plan's kernels (in place; the originals are freed).
-    The AdaLayerNorm projections (one vector per step) and the output head stay as loaded."""
+    """Swap the blocks' Linear layers for the plan's kernels (in place; the originals are freed):
+    self-attention with one q/k/v GEMM, the feed-forward with its activation fused, the
+    cross-attention's q and out. Its k and v (run once per generation, on the text), the
+    AdaLayerNorm projections (one vector per step) and the output head stay as loaded."""
     if not plan.exact:
         transformer.softmax_dtype = torch.float32
     if plan.linear == "torch":
         return transformer
-    batch_hint = 2 * transformer.cfg.num_tokens  # guided: [uncond ; cond] rows of N tokens
+    make = _linear_factory(plan, batch_hint=2 * transformer.cfg.num_tokens)  # guided: [uncond ; cond]
     for block in transformer.blocks:
-        for parent in (block.attn1, block.attn2, block.ff):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, nn.Linear):
-                    new = Int8Linear(child) if plan.linear == "int8" else OneDNNLinear(child, batch_hint)
-                    setattr(parent, name, new)
-                    release(child.weight)
+        replaced = [block.attn1.q, block.attn1.k, block.attn1.v, block.attn1.out, block.attn2.q, block.attn2.out,
+                    block.ff.up, block.ff.down]
+        block.attn1 = fast_layers.SelfAttention(block.attn1, make)
+        block.attn2.q = make(block.attn2.q.weight, block.attn2.q.bias)
+        block.attn2.out = make(block.attn2.out.weight, block.attn2.out.bias)
+        block.ff = fast_layers.FeedForward(block.ff, make)
+        for linear in replaced:
+            release(linear.weight)
     return transformer
+
+
+def _linear_factory(plan: Plan, batch_hint: int):
+    """make(weight, bias, post="none") -> the plan's Linear module."""
+    dtype = plan.transformer_dtype
+    if plan.linear == "onednn":
+        return lambda w, b, post="none": fast_layers.PackedLinear(w, b, dtype, batch_hint, post)
+    if fast_layers.onednn_int8_available():
+        levels = 254 if cpu_features()["vnni"] else 126
+        return lambda w, b, post="none": fast_layers.QuantLinear(w, b, dtype, post, levels=levels)
+    return lambda w, b, post="none": fast_layers.Int8Linear(w, b, dtype, post)
