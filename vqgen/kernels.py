@@ -130,17 +130,17 @@ _HEAD = ("head.", "norm_out.")
 
 
 def weight_dtype(plan: Plan, key: str) -> torch.dtype | None:
-    """The dtype a transformer weight is loaded in; None: as stored (int8 quantises it from there,
-    so a float16 file is never widened in memory first)."""
-    if plan.exact or plan.transformer_dtype == plan.dtype:
-        return None if plan.linear == "int8" and _BLOCK_LINEAR.match(key) else plan.transformer_dtype
-    if key.startswith(_HEAD):
-        return plan.dtype  # the logits feed the sampler: keep the head as wide as the rest
-    if plan.linear == "int8" and _BLOCK_LINEAR.match(key):
+    """The dtype a transformer weight is loaded in; None: as stored. The Linear layers that
+    apply_plan replaces stay as stored (memory-mapped): their new form (packed, fused, int8) is
+    made from the file's tensor in one conversion, never from a widened or narrowed copy."""
+    if plan.linear in ("onednn", "int8") and _BLOCK_LINEAR.match(key):
         return None
+    if not plan.exact and key.startswith(_HEAD):
+        return plan.dtype  # the logits feed the sampler: keep the head as wide as the rest
     return plan.transformer_dtype
 
 
+@torch.no_grad()  # else each converted weight would keep its float32 intermediates alive for autograd
 def apply_plan(transformer: nn.Module, plan: Plan) -> nn.Module:
     """Swap the blocks' Linear layers for the plan's kernels (in place; the originals are freed):
     self-attention with one q/k/v GEMM, the feed-forward with its activation fused, the
