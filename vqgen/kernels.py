@@ -13,9 +13,8 @@ About 95% of a step is the transformer's Linear layers, so the kernel behind the
   On the CPU the blocks' Linear layers are packed once, q/k/v run as one GEMM and the
   feed-forward's activation is fused into its GEMM (fast_layers.py).
 - int8 (`quantize="int8"`, CPU): the blocks' Linear layers with int8 weights (one scale per output
-  channel) and uint8 activations quantised per sample at run time, through oneDNN's int8 GEMM
-  (VNNI where the CPU has it) with the dequantisation and activation fused; the rest of the block
-  in bfloat16 where the CPU has it.
+  channel) and activations quantised per token at run time, through oneDNN's int8 GEMM (VNNI
+  where the CPU has it); the rest of the block in bfloat16 where the CPU has it.
 The text encoder, the VQ-VAE and the sampler's maths stay float32 (in the requested dtype) in every
 mode: they are a small share of the time, and the sampler's float32 keeps the random draws' meaning.
 """
@@ -169,6 +168,6 @@ def _linear_factory(plan: Plan, batch_hint: int):
     if plan.linear == "onednn":
         return lambda w, b, post="none": fast_layers.PackedLinear(w, b, dtype, batch_hint, post)
     if fast_layers.onednn_int8_available():
-        levels = 254 if cpu_features()["vnni"] else 126
+        levels = 127 if cpu_features()["vnni"] else 63
         return lambda w, b, post="none": fast_layers.QuantLinear(w, b, dtype, post, levels=levels)
     return lambda w, b, post="none": fast_layers.Int8Linear(w, b, dtype, post)
