@@ -228,24 +228,6 @@ def transformer_config(cfg: TrainConfig, side: int) -> TransformerConfig:
                              head_dim=cfg.head_dim, num_layers=cfg.layers, text_dim=cfg.text_width, num_timesteps=100)
 
 
-def _ada(norm, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """AdaLayerNorm with one timestep per sample (vqgen's module shares one t across the batch)."""
-    scale, shift = norm.proj(F.silu(norm.time(t))).chunk(2, dim=-1)  # (B, D) each
-    return F.layer_norm(x, x.shape[-1:], eps=1e-5) * (1 + scale[:, None]) + shift[:, None]
-
-
-def logits_per_sample_t(model: DiscreteTransformer, ids: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """The transformer's forward with a timestep per sample; unnormalised logits (B, N, K-1).
-    Same parameters and maths as DiscreteTransformer.forward (checked in the tests)."""
-    positions = (model.row_embedding.weight[:, None] + model.col_embedding.weight[None, :]).flatten(0, 1)
-    h = model.token_embedding(ids) + positions
-    for block, kv in zip(model.blocks, model.text_memory(text)):
-        h = block.attn1(_ada(block.norm1, h, t)) + h
-        h = block.attn2(_ada(block.norm2, h, t), kv) + h
-        h = block.ff(block.norm3(h)) + h
-    return model.head(model.norm_out(h))
-
-
 def x0_loss(logits: torch.Tensor, x0: torch.Tensor, corrupt: torch.Tensor, visible_weight: float) -> torch.Tensor:
     """Mean cross-entropy of x0 at corrupted positions, plus visible_weight times the mean at the
     positions left as they were. The second term teaches the network to give back a visible token:
@@ -373,7 +355,7 @@ def train(cfg: TrainConfig = TrainConfig(), quiet: bool = False, work_dir: Path 
 
         text = encode_text(text_model, cap.to(device))
         text = torch.where(drop.to(device)[:, None, None], null[None], text)
-        logits = logits_per_sample_t(model, xt.to(device), t.to(device), text)
+        logits = model.logits(xt.to(device), t.to(device), model.text_memory(text))  # a timestep per sample
         loss = x0_loss(logits, x0.to(device), corrupt.to(device), cfg.visible_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
