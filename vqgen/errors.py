@@ -1,5 +1,10 @@
 """Errors a user can fix. The CLI prints str(error) as one line on stderr and exits non-zero."""
 
+import errno
+
+# OSError numbers that mean "the disk is full" (or the quota, or the file size limit, is reached).
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
 
 class VqgenError(Exception):
     """A problem with the user's input or environment, phrased as problem plus fix."""

@@ -15,7 +15,6 @@ torch and huggingface_hub are imported inside functions: `vqgen --help` stays in
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -25,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cache as hc
-from .errors import CheckpointError, UsageError, VqgenError
+from .errors import DISK_FULL, CheckpointError, UsageError, VqgenError
+from .layout import PIPELINE_CLASS
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PRECISIONS = ("fp16", "fp32")
 WEIGHT = re.compile(r"^(diffusion_pytorch_model|model|pytorch_model)(\.fp16)?\.(safetensors|bin)$")
 KEEP_SUFFIXES = (".json", ".txt", ".model")  # configs, tokenizer files (vocab, merges, sentencepiece)
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @dataclass(frozen=True)
@@ -194,8 +193,8 @@ def check_pipeline(repo_id: str, commit: str, tree: dict[str, int]) -> None:
         cls = json.loads(response.content).get("_class_name")
     except (ValueError, AttributeError):
         cls = None
-    if cls != hc.PIPELINE_CLASS:
-        raise CheckpointError(f"{repo_id} holds a {cls!r}, not a {hc.PIPELINE_CLASS}; vqgen runs VQ-Diffusion models only")
+    if cls != PIPELINE_CLASS:
+        raise CheckpointError(f"{repo_id} holds a {cls!r}, not a {PIPELINE_CLASS}; vqgen runs VQ-Diffusion models only")
 
 
 def select_files(repo_id: str, tree: dict[str, int], precision: str) -> dict[str, int]:
