@@ -221,8 +221,12 @@ def test_bundled_model_brings_its_own_defaults(tmp_path, capsys):
 
     from PIL import Image
 
-    from vqgen.bundled import RECOMMENDED_SETTINGS
+    from vqgen.bundled import BUNDLED
     from vqgen.cli import main
+    from vqgen.settings import model_recommended
+
+    RECOMMENDED_SETTINGS = {"shapes": model_recommended(BUNDLED["shapes"])}
+    assert RECOMMENDED_SETTINGS["shapes"] == {"steps": 25, "guidance": 1.0, "truncation": 0.86, "schedule": "strided"}
 
     assert main(["a red circle in the top left", "--model", "shapes", "-o", str(tmp_path / "a.png"), "--seed", "3", "-q"]) == 0
     record = json.loads(Image.open(tmp_path / "a.png").text["vqgen"])

@@ -392,8 +392,9 @@ def save(trained: Trained, folder: Path, dtype: torch.dtype = torch.float16) -> 
 def quick_accuracy(folder: Path, unseen: bool = False, seeds: int = 1, device: str = "cpu") -> float:
     """Judge accuracy on canonical captions of seen (or unseen) combinations at the bundled model's
     recommended settings, one batch per seed."""
-    from ..bundled import RECOMMENDED_SETTINGS
+    from ..bundled import BUNDLED
     from ..pipeline import Pipeline, Settings
+    from ..settings import model_recommended
     from .judge import judge, score
 
     pipe = Pipeline.from_folder(folder, device=device, dtype="float32")
@@ -401,7 +402,7 @@ def quick_accuracy(folder: Path, unseen: bool = False, seeds: int = 1, device: s
     prompts = [shapes.canonical_caption(*c) for c in combos]
     right = 0
     for s in range(seeds):
-        gen = pipe.generate(prompts, [1000 * s + i for i in range(len(prompts))], Settings(**RECOMMENDED_SETTINGS["shapes"]))
+        gen = pipe.generate(prompts, [1000 * s + i for i in range(len(prompts))], Settings(**model_recommended(BUNDLED["shapes"])))
         right += sum(score(c, judge(im)) for c, im in zip(combos, gen.images))
     return right / (len(prompts) * seeds)
 
