@@ -109,12 +109,13 @@ class Resolved:
     def settings(self) -> Settings:
         return Settings(**{name: self.values[name] for name in SETTINGS})
 
-    def describe(self, names=SETTINGS, labels: dict | None = None) -> str:
+    def describe(self, names=SETTINGS, labels: dict | None = None, spelling: dict | None = None) -> str:
         """One line, e.g. "steps 25 (model), guidance 1.0 (model), sampler posterior (default)";
-        labels renames the layers (the CLI says "command line" and "--from-image")."""
-        labels = labels or {}
+        labels renames the layers (the CLI says "command line" and "--from-image"), spelling the
+        settings (the CLI's flags)."""
+        labels, spelling = labels or {}, spelling or {}
         shown = ("whole chain" if self.values[n] is None and n == "steps" else self.values[n] for n in names)
-        return ", ".join(f"{n} {v} ({labels.get(self.sources[n], self.sources[n])})" for n, v in zip(names, shown))
+        return ", ".join(f"{spelling.get(n, n)} {v} ({labels.get(self.sources[n], self.sources[n])})" for n, v in zip(names, shown))
 
 
 def resolve(given: dict, record: dict | None = None, recommended: dict | None = None, fallback: dict | None = None,

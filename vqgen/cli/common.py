@@ -119,7 +119,7 @@ def describe_sources(resolved) -> str:
     from ..settings import SETTINGS
 
     labels = {"given": "command line", "image": "--from-image", "model": "model's vqgen.json", "default": "default"}
-    return "settings: " + resolved.describe(("model", *SETTINGS), labels)
+    return "settings: " + resolved.describe(("model", *SETTINGS), labels, FLAGS)
 
 
 def read_vqgen_record(path, what: str) -> dict:
