@@ -123,13 +123,16 @@ def lr_at(step: int, total: int, warmup: int) -> float:
 
 
 class Log:
-    def __init__(self, quiet: bool = False):
+    """Training progress lines, "[  12.3s] message", handed to on_log (nothing is printed here;
+    `vqgen train-demo` prints them)."""
+
+    def __init__(self, quiet: bool = False, on_log=None):
         self.start = time.monotonic()
-        self.quiet = quiet
+        self.quiet, self.on_log = quiet, on_log
 
     def __call__(self, message: str) -> None:
-        if not self.quiet:
-            print(f"[{time.monotonic() - self.start:7.1f}s] {message}", flush=True)
+        if not self.quiet and self.on_log is not None:
+            self.on_log(f"[{time.monotonic() - self.start:7.1f}s] {message}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,12 +272,12 @@ def caption_table(tokenizer, length: int, templates: tuple[str, ...] = shapes.CA
     return torch.tensor(rows)
 
 
-def train(cfg: TrainConfig = TrainConfig(), quiet: bool = False, work_dir: Path | None = None) -> Trained:
+def train(cfg: TrainConfig = TrainConfig(), quiet: bool = False, work_dir: Path | None = None, on_log=None) -> Trained:
     import tempfile
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    log = Log(quiet)
+    log = Log(quiet, on_log)
     device = torch.device(cfg.device)
     stats: dict = {"config": cfg}
 
@@ -407,11 +410,12 @@ def quick_accuracy(folder: Path, unseen: bool = False, seeds: int = 1, device: s
     return right / (len(prompts) * seeds)
 
 
-def main(output: Path, cfg: TrainConfig = TrainConfig(), evaluate: bool = True, quiet: bool = False) -> Trained:
-    trained = train(cfg, quiet=quiet)
+def main(output: Path, cfg: TrainConfig = TrainConfig(), evaluate: bool = True, quiet: bool = False, on_log=None) -> Trained:
+    """Train, save to output, and (evaluate) judge the result; progress lines go to on_log."""
+    trained = train(cfg, quiet=quiet, on_log=on_log)
     save(trained, output)
-    if evaluate and not quiet:
+    if evaluate and not quiet and on_log is not None:
         seen, unseen = quick_accuracy(output), quick_accuracy(output, unseen=True, seeds=4)
-        print(f"accuracy at the recommended settings: seen combinations {seen:.1%} (80 images), "
-              f"unseen {unseen:.1%} (40 images)", flush=True)
+        on_log(f"accuracy at the recommended settings: seen combinations {seen:.1%} (80 images), "
+               f"unseen {unseen:.1%} (40 images)")
     return trained
