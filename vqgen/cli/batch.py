@@ -49,6 +49,7 @@ def batch(
 
     ensure_folder(outdir, "OUTDIR")
     user_quiet, quiet = quiet, quiet or not world.main  # one process talks; the others only report failures
+
     # 2. The model's chain length, so every line's settings are checked before any work; its
     #    recommended settings for what the command line left open. A line's own values go through
     #    the same rules (a line > the command line > the model > defaults.py).
