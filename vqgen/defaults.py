@@ -17,6 +17,8 @@ SAMPLER = "posterior"
 PURITY_WEIGHT = 1.0
 
 NUM_IMAGES = 1
+# Images per network run when more are asked for: more only costs memory, not time per image.
+CHUNK_SIZE = 8
 DEVICE = "auto"
 DTYPE = None  # None: the device's natural choice for the transformer (kernels.py)
 

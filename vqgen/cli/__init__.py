@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except aborts:
         return fail("interrupted", 130)
     except VqgenError as e:
-        return fail(str(e), e.exit_code)
+        from .common import flag_message
+
+        return fail(flag_message(e), e.exit_code)
     except MemoryError:
         return fail("out of memory; try fewer images (-n), --dtype float16 on a GPU, or fewer steps")
     return code if isinstance(code, int) else 0
