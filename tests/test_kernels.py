@@ -13,7 +13,7 @@ from torch import nn
 from vqgen import fast_layers, kernels
 from vqgen.cli import main
 from vqgen.errors import UsageError
-from vqgen.fast_layers import FeedForward, Int8Linear, PackedLinear, QuantLinear, SelfAttention
+from vqgen.fast_layers import FeedForward, Int8Linear, PackedLinear, QuantLinear, SelfAttention, TimestepNorm
 from vqgen.kernels import plan_for
 from vqgen.pipeline import Pipeline, Settings
 
@@ -149,6 +149,24 @@ def test_fused_attention_and_feed_forward_compute_the_blocks_maths(kind):
             assert ((got - ref).norm() / ref.norm()) < tol
 
 
+def test_timestep_norm_is_the_ada_layer_norm():
+    """The table holds what AdaLayerNorm computes, for one t per batch and one t per sample."""
+    from vqgen.transformer import AdaLayerNorm
+
+    torch.manual_seed(0)
+    norm = AdaLayerNorm(64, 12)
+    for p in norm.parameters():
+        nn.init.normal_(p, std=0.5)  # else the projection starts near zero and the test could not fail
+    x = torch.randn(3, 20, 64)
+    table = TimestepNorm(norm, torch.float32)
+    with torch.inference_mode():
+        for t in (torch.tensor(11), torch.tensor([0, 5, 11])):
+            ref = norm(x, t)
+            torch.testing.assert_close(table(x, t), ref, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(table(x, torch.tensor(1)), table(x, torch.tensor(2)))
+    assert [n for n, _ in table.named_parameters()] == []  # nothing of the embedding or projection is kept
+
+
 @pytest.fixture(scope="module")
 def exact_pipe(diffusers_folder):
     return Pipeline.from_folder(diffusers_folder, device="cpu", exact=True)
@@ -166,6 +184,7 @@ def test_fast_modes_stay_close_to_exact(exact_pipe, diffusers_folder, mode):
     expected = {"torch": nn.Linear, "onednn": PackedLinear, "int8": int8}[plan.linear]
     assert {type(m) for m in swapped} == {expected}
     assert isinstance(block.attn2.k, nn.Linear)  # run once per generation, on the text
+    assert type(block.norm1) is type(block.norm2) is TimestepNorm  # tables: the embeddings and projections are gone
     assert pipe.c.transformer.head.weight.dtype == torch.float32  # the logits stay float32 in every mode
     with torch.inference_mode():
         text, _ = exact_pipe.encode_prompts(["a red bus"], guided=True)

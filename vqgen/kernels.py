@@ -131,6 +131,8 @@ def plan_for(device: torch.device, dtype: torch.dtype | None, *, exact: bool = F
 # Transformer weights (vqgen's names) that the plan's Linear kernels replace (apply_plan).
 _BLOCK_LINEAR = re.compile(r"^blocks\.\d+\.(?:attn1\.(?:q|k|v|out)|attn2\.(?:q|out)|ff\.(?:up|down))\.weight$")
 _HEAD = ("head.", "norm_out.")
+# The AdaLayerNorms' timestep embedding and projection, which non-exact plans turn into tables.
+_ADA_NORM = re.compile(r"^blocks\.\d+\.norm[12]\.(?:time|proj)\.")
 
 
 def weight_dtype(plan: Plan, key: str) -> torch.dtype | None:
@@ -139,6 +141,8 @@ def weight_dtype(plan: Plan, key: str) -> torch.dtype | None:
     made from the file's tensor in one conversion, never from a widened or narrowed copy."""
     if plan.linear in ("onednn", "int8") and _BLOCK_LINEAR.match(key):
         return None
+    if not plan.exact and _ADA_NORM.match(key):
+        return None  # read once into float32 for the timestep tables
     if not plan.exact and key.startswith(_HEAD):
         return plan.dtype  # the logits feed the sampler: keep the head as wide as the rest
     return plan.transformer_dtype
@@ -148,10 +152,18 @@ def weight_dtype(plan: Plan, key: str) -> torch.dtype | None:
 def apply_plan(transformer: nn.Module, plan: Plan) -> nn.Module:
     """Swap the blocks' Linear layers for the plan's kernels (in place; the originals are freed):
     self-attention with one q/k/v GEMM, the feed-forward with its activation fused, the
-    cross-attention's q and out. Its k and v (run once per generation, on the text), the
-    AdaLayerNorm projections (one vector per step) and the output head stay as loaded."""
-    if not plan.exact:
-        transformer.softmax_dtype = torch.float32
+    cross-attention's q and out. Its k and v (run once per generation, on the text) and the
+    output head stay as loaded. Every non-exact plan also turns the AdaLayerNorms into timestep
+    tables (fast_layers.TimestepNorm)."""
+    if plan.exact:
+        return transformer
+    transformer.softmax_dtype = torch.float32
+    for block in transformer.blocks:
+        for name in ("norm1", "norm2"):
+            norm = getattr(block, name)
+            setattr(block, name, fast_layers.TimestepNorm(norm, plan.transformer_dtype))
+            for tensor in (norm.time.weight, norm.proj.weight, norm.proj.bias):
+                release(tensor)
     if plan.linear == "torch":
         return transformer
     make = _linear_factory(plan, batch_hint=2 * transformer.cfg.num_tokens)  # guided: [uncond ; cond]
