@@ -23,7 +23,7 @@ from .hub import ResolvedModel
 from .kernels import Plan, plan_for
 from .loader import Components, load_components
 from .sampling import apply_guidance, gumbel_sample, posterior_logits, purity_step, truncate
-from .schedule import SCHEDULES, Chain, timesteps_for
+from .schedule import SCHEDULES, Chain, timesteps_for, timesteps_from
 from .vqvae import to_uint8
 
 SAMPLERS = ("posterior", "purity")
@@ -74,6 +74,7 @@ class Generation:
     settings: Settings
     timesteps: list[int]
     warnings: list[str] = field(default_factory=list)
+    edits: list | None = None  # for an edit: one editing.EditInfo per image
 
 
 class Pipeline:
@@ -146,9 +147,12 @@ class Pipeline:
         return text, warnings
 
     @torch.inference_mode()
-    def generate_tokens(self, prompts, seeds, settings: Settings, on_step=None, inspect=None):
+    def generate_tokens(self, prompts, seeds, settings: Settings, on_step=None, inspect=None, edit=None):
         """(tokens (B, N), timesteps, warnings). inspect(t, x_t, log p(x0 | x_t)), if given, sees each
-        step's input and the network's guided output before truncation (for measurements)."""
+        step's input and the network's guided output before truncation (for measurements).
+
+        edit (an editing.TokenEdit): start from the source's tokens at edit.start_timestep instead of
+        all masks at the top, and put the kept tokens back after every step (editing.py)."""
         settings.validate(self.chain)  # here, not only in generate: a step beyond the chain would crash
         c, device = self.c, self.device
         cfg = c.transformer.cfg
@@ -163,14 +167,20 @@ class Pipeline:
 
         # 3. Which timesteps, and the transition tables for each jump, all on the device up front.
         steps = settings.steps or self.num_timesteps
-        timesteps = timesteps_for(settings.schedule, self.num_timesteps, steps)
+        if edit is None:
+            timesteps = timesteps_for(settings.schedule, self.num_timesteps, steps)
+        else:
+            timesteps = timesteps_from(settings.schedule, self.num_timesteps, steps, edit.start_timestep)
         transitions = c.schedule.transitions(timesteps, timesteps[1:] + [-1])
         transitions = [type(tr)(*(v.to(device) for v in vars(tr).values())) for tr in transitions]
         t_tensors = [torch.tensor(t, device=device) for t in timesteps]
         generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
-        # 4. The reverse chain from all masks.
-        x = torch.full((B, cfg.num_tokens), cfg.mask_id, dtype=torch.long, device=device)
+        # 4. The reverse chain from all masks (or, for an edit, from the source's noised tokens).
+        if edit is None:
+            x = torch.full((B, cfg.num_tokens), cfg.mask_id, dtype=torch.long, device=device)
+        else:
+            x = edit.initial(timesteps[0], generators)
         for i, t in enumerate(t_tensors):
             logp = c.transformer(torch.cat([x, x]) if guided else x, t, memory)  # (B or 2B, K-1, N)
             if guided:
@@ -185,6 +195,8 @@ class Pipeline:
                 x = purity_step(logp, x, [keep] * B, settings.purity_weight, generators)
             else:
                 x = gumbel_sample(posterior_logits(logp, x, transitions[i]), generators)
+            if edit is not None:
+                x = edit.after_step(x, timesteps[i + 1] if i + 1 < len(timesteps) else -1, generators)
             if on_step is not None:
                 on_step(i + 1, len(t_tensors))
         return x, timesteps, warnings
@@ -198,3 +210,90 @@ class Pipeline:
         # algorithm (and different last bits) for a different batch size.
         return [Image.fromarray(to_uint8(self.c.vqvae.decode(row[None], cfg.height, cfg.width))[0].cpu().numpy())
                 for row in tokens]
+
+    # ----------------------------------------------------------------------------------------
+    # Editing (editing.py): inpainting with a mask, variations without one.
+
+    def edit(self, image, prompt: str | list[str], mask=None, *, strength: float = 1.0, seed: int | None = None,
+             num_images: int = defaults.NUM_IMAGES, on_step: StepCallback | None = None, region=None,
+             grow: int | None = None, fit: str | None = None, paste: bool | None = None, feather: int | None = None,
+             start: str | None = None, keep: str | None = None, **settings) -> Generation:
+        """Repaint the white (or opaque) part of `mask` on `image` following `prompt`; without a mask,
+        a variation of the whole image. image/mask: a file path, a PIL image or a uint8 array, any
+        size and mode. strength in (0, 1]: how far back along the chain the repainted tokens go (1:
+        from the mask token, as generation; 0.3: a close variation). region: (x0, y0, x1, y1) pixels
+        of the image to repaint (with mask: both). Seeds and prompts as in __call__; settings as in
+        Settings. Returns the same Generation as __call__, with .edits saying what each image was
+        made from."""
+        from .editing import EditOptions
+
+        prompts = [prompt] * num_images if isinstance(prompt, str) else list(prompt)
+        if num_images < 1:
+            raise UsageError(f"-n {num_images}: the number of images must be at least 1")
+        chosen = {k: v for k, v in dict(grow=grow, fit=fit, paste=paste, feather=feather, start=start, keep=keep).items() if v is not None}
+        options = EditOptions(strength=strength, **chosen)
+        options.validate()
+        source = self.prepare_source(image, mask, region=region, fit=options.fit, grow=options.grow)
+        base = random_seed() if seed is None else int(seed)
+        settings = Settings(**{**self.recommended, **settings})
+        return self.edit_sources([source] * len(prompts), prompts, [base + i for i in range(len(prompts))], settings,
+                                 options, on_step=on_step)
+
+    def prepare_source(self, image, mask=None, *, region=None, fit: str = "crop", grow: int = 1):
+        """An editing.EditSource at this model's size and token grid."""
+        from .editing import prepare_source
+
+        return prepare_source(image, mask, size=self.image_size, cell=self.c.vqvae.cfg.scale, fit=fit, grow=grow, region=region)
+
+    @torch.inference_mode()
+    def encode_image(self, image) -> torch.Tensor:
+        """A PIL RGB image at the model's size -> its tokens (N,) by the VQ-VAE encoder."""
+        from .editing import image_to_tensor
+
+        vq = self.c.vqvae
+        dtype = next(vq.parameters()).dtype
+        return vq.encode(image_to_tensor(image, self.device, dtype))[0]
+
+    def edit_start(self, source, options) -> int:
+        """The timestep an edit of `source` starts from."""
+        from .editing import match_timestep, strength_timestep
+
+        length = self.num_timesteps
+        if options.strength >= 1 and options.start == "match":
+            return match_timestep(self.c.schedule, length, source.repaint_share)
+        return strength_timestep(self.c.schedule, length, options.strength)
+
+    @torch.inference_mode()
+    def edit_sources(self, sources: list, prompts: list[str], seeds: list[int], settings: Settings, options,
+                     on_step: StepCallback | None = None) -> Generation:
+        """Edit sources[i] (editing.EditSource) with prompts[i] and seeds[i]. Rows that start from the
+        same timestep run through the network together."""
+        from .editing import EditInfo, TokenEdit, paste_back
+
+        options.validate()
+        settings.validate(self.chain)
+        for source in dict((id(s), s) for s in sources).values():
+            if source.tokens is None:
+                source.tokens = self.encode_image(source.image)
+        starts = [self.edit_start(s, options) for s in sources]
+        tokens: list = [None] * len(sources)
+        timesteps_of: dict[int, list[int]] = {}
+        warnings: list[str] = []
+        for t0 in dict.fromkeys(starts):
+            rows = [i for i, t in enumerate(starts) if t == t0]
+            x0 = torch.stack([sources[i].tokens for i in rows]).to(self.device)
+            repaint = torch.stack([torch.from_numpy(sources[i].repaint.reshape(-1)) for i in rows]).to(self.device)
+            edit = TokenEdit(x0, repaint, options.strength, options.keep, self.c.schedule, t0)
+            x, timesteps, w = self.generate_tokens([prompts[i] for i in rows], [seeds[i] for i in rows], settings, on_step, edit=edit)
+            timesteps_of[t0] = timesteps
+            warnings += w
+            for j, i in enumerate(rows):
+                tokens[i] = x[j]
+        images = self.decode(torch.stack(tokens))
+        feather = options.feather if options.feather is not None else self.c.vqvae.cfg.scale // 2
+        edits = []
+        for i, source in enumerate(sources):
+            if options.paste and source.pixel_mask is not None:
+                images[i] = paste_back(images[i], source.image, source.pixel_mask, feather)
+            edits.append(EditInfo(source, options, starts[i], len(timesteps_of[starts[i]]), {"feather": feather}))
+        return Generation(images, list(seeds), list(prompts), settings, timesteps_of[starts[0]], list(dict.fromkeys(warnings)), edits)
