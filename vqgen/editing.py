@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from . import defaults
 from .errors import UsageError
 
 # Images with more pixels than this are refused before they are decoded (decompression bombs:
@@ -44,6 +45,7 @@ MAX_PIXELS = 64 * 1024 * 1024
 FITS = ("crop", "pad", "stretch")
 STARTS = ("top", "match")  # where a strength-1 inpainting starts: T-1, or where ctt[t] = the hole's share
 KEEPS = ("clamp", "noised", "free")  # how the kept tokens are treated during the chain
+FILLS = ("median", "none")  # what the masked pixels are before encoding
 PAD_FILL = (255, 255, 255)  # what `fit="pad"` puts around the image
 
 # A mask is black and white (or transparent and opaque). Read as brightness, a picture with more
@@ -66,13 +68,14 @@ class EditOptions:
     """How an edit runs, beside the generation Settings. Defaults are what bench/bench_edit.py
     measured best on the shapes yardstick (docs/editing.md)."""
 
-    strength: float = 1.0  # (0, 1]: how far back along the chain the repainted tokens go
-    grow: int = 1  # whole tokens added around the masked cells
-    fit: str = "crop"
-    paste: bool = True  # original pixels outside the mask
-    feather: int | None = None  # pixels of the blend ramp outside the mask; None: half a token cell
+    strength: float = defaults.EDIT_STRENGTH  # (0, 1]: how far back along the chain the repainted tokens go
+    grow: int = defaults.EDIT_GROW  # whole tokens added around the masked cells
+    fit: str = defaults.EDIT_FIT
+    paste: bool = defaults.EDIT_PASTE  # original pixels outside the mask
+    feather: int | None = defaults.EDIT_FEATHER  # pixels of the blend ramp outside the mask; None: half a token cell
     start: str = "top"  # strength 1 with a mask: start at T-1 ("top") or where ctt matches the hole ("match")
     keep: str = "clamp"  # kept tokens: re-imposed clean after every step, re-noised, or left free
+    fill: str = "median"  # before encoding, the masked pixels become the kept pixels' median colour ("none": as they are)
 
     def validate(self) -> None:
         s = self.strength
@@ -88,10 +91,12 @@ class EditOptions:
             raise EditError(f"unknown start {self.start!r}; use one of {', '.join(STARTS)}", "start", self.start)
         if self.keep not in KEEPS:
             raise EditError(f"unknown keep {self.keep!r}; use one of {', '.join(KEEPS)}", "keep", self.keep)
+        if self.fill not in FILLS:
+            raise EditError(f"unknown fill {self.fill!r}; use one of {', '.join(FILLS)}", "fill", self.fill)
 
     def record(self) -> dict:
         return {"strength": self.strength, "grow": self.grow, "fit": self.fit, "paste": self.paste,
-                "feather": self.feather, "start": self.start, "keep": self.keep}
+                "feather": self.feather, "start": self.start, "keep": self.keep, "fill": self.fill}
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +352,21 @@ class EditSource:
     mask_sha256: str | None = None
     region: tuple[int, int, int, int] | None = None
     mask_read: str | None = None  # how the mask was read, for messages
-    tokens: Any = None  # (N,) source tokens, filled by the pipeline (cached per source)
+    encoded: dict = field(default_factory=dict)  # fill -> (N,) source tokens, cached by the pipeline
+
+    def encoder_input(self, fill: str):
+        """The fitted image as the encoder sees it. The VQ-VAE's GroupNorms normalise over the whole
+        image, so every token carries something of the whole picture (the colour of an object in
+        the hole shows in background tokens far away); with fill "median" the masked pixels are
+        replaced by the kept pixels' median colour, so the kept tokens no longer describe what is
+        being removed."""
+        from PIL import Image
+
+        if fill == "none" or self.pixel_mask is None or self.pixel_mask.all():
+            return self.image
+        arr = np.asarray(self.image).copy()
+        arr[self.pixel_mask] = np.median(arr[~self.pixel_mask], axis=0).round().astype(np.uint8)
+        return Image.fromarray(arr, "RGB")
 
     @property
     def repaint_share(self) -> float:
@@ -359,7 +378,7 @@ class EditSource:
                 "repainted_tokens": int(self.repaint.sum()), "tokens": int(self.repaint.size)}
 
 
-def prepare_source(image, mask=None, *, size: tuple[int, int], cell: int, fit: str = "crop", grow: int = 1,
+def prepare_source(image, mask=None, *, size: tuple[int, int], cell: int, fit: str = defaults.EDIT_FIT, grow: int = defaults.EDIT_GROW,
                    region=None) -> EditSource:
     """Read and fit the source image, read the mask (and/or region) and make the token mask.
     `size` is the model's image size (width, height); `cell` its pixels per token side."""
@@ -525,6 +544,8 @@ class EditInfo:
     start_timestep: int
     steps: int
     extra: dict = field(default_factory=dict)
+    tokens: Any = None  # the final tokens (N,), for measurements
+    source_tokens: Any = None  # the source's tokens (N,) the edit started from
 
     def record(self) -> dict:
         return {**self.source.record(), **self.options.record(), "start_timestep": self.start_timestep,

@@ -214,10 +214,10 @@ class Pipeline:
     # ----------------------------------------------------------------------------------------
     # Editing (editing.py): inpainting with a mask, variations without one.
 
-    def edit(self, image, prompt: str | list[str], mask=None, *, strength: float = 1.0, seed: int | None = None,
+    def edit(self, image, prompt: str | list[str], mask=None, *, strength: float = defaults.EDIT_STRENGTH, seed: int | None = None,
              num_images: int = defaults.NUM_IMAGES, on_step: StepCallback | None = None, region=None,
              grow: int | None = None, fit: str | None = None, paste: bool | None = None, feather: int | None = None,
-             start: str | None = None, keep: str | None = None, **settings) -> Generation:
+             start: str | None = None, keep: str | None = None, fill: str | None = None, **settings) -> Generation:
         """Repaint the white (or opaque) part of `mask` on `image` following `prompt`; without a mask,
         a variation of the whole image. image/mask: a file path, a PIL image or a uint8 array, any
         size and mode. strength in (0, 1]: how far back along the chain the repainted tokens go (1:
@@ -230,7 +230,7 @@ class Pipeline:
         prompts = [prompt] * num_images if isinstance(prompt, str) else list(prompt)
         if num_images < 1:
             raise UsageError(f"-n {num_images}: the number of images must be at least 1")
-        chosen = {k: v for k, v in dict(grow=grow, fit=fit, paste=paste, feather=feather, start=start, keep=keep).items() if v is not None}
+        chosen = {k: v for k, v in dict(grow=grow, fit=fit, paste=paste, feather=feather, start=start, keep=keep, fill=fill).items() if v is not None}
         options = EditOptions(strength=strength, **chosen)
         options.validate()
         source = self.prepare_source(image, mask, region=region, fit=options.fit, grow=options.grow)
@@ -239,7 +239,7 @@ class Pipeline:
         return self.edit_sources([source] * len(prompts), prompts, [base + i for i in range(len(prompts))], settings,
                                  options, on_step=on_step)
 
-    def prepare_source(self, image, mask=None, *, region=None, fit: str = "crop", grow: int = 1):
+    def prepare_source(self, image, mask=None, *, region=None, fit: str = defaults.EDIT_FIT, grow: int = defaults.EDIT_GROW):
         """An editing.EditSource at this model's size and token grid."""
         from .editing import prepare_source
 
@@ -273,15 +273,15 @@ class Pipeline:
         options.validate()
         settings.validate(self.chain)
         for source in dict((id(s), s) for s in sources).values():
-            if source.tokens is None:
-                source.tokens = self.encode_image(source.image)
+            if options.fill not in source.encoded:
+                source.encoded[options.fill] = self.encode_image(source.encoder_input(options.fill))
         starts = [self.edit_start(s, options) for s in sources]
         tokens: list = [None] * len(sources)
         timesteps_of: dict[int, list[int]] = {}
         warnings: list[str] = []
         for t0 in dict.fromkeys(starts):
             rows = [i for i, t in enumerate(starts) if t == t0]
-            x0 = torch.stack([sources[i].tokens for i in rows]).to(self.device)
+            x0 = torch.stack([sources[i].encoded[options.fill] for i in rows]).to(self.device)
             repaint = torch.stack([torch.from_numpy(sources[i].repaint.reshape(-1)) for i in rows]).to(self.device)
             edit = TokenEdit(x0, repaint, options.strength, options.keep, self.c.schedule, t0)
             x, timesteps, w = self.generate_tokens([prompts[i] for i in rows], [seeds[i] for i in rows], settings, on_step, edit=edit)
@@ -295,5 +295,6 @@ class Pipeline:
         for i, source in enumerate(sources):
             if options.paste and source.pixel_mask is not None:
                 images[i] = paste_back(images[i], source.image, source.pixel_mask, feather)
-            edits.append(EditInfo(source, options, starts[i], len(timesteps_of[starts[i]]), {"feather": feather}))
+            edits.append(EditInfo(source, options, starts[i], len(timesteps_of[starts[i]]), {"feather": feather}, tokens[i],
+                                  source.encoded[options.fill]))
         return Generation(images, list(seeds), list(prompts), settings, timesteps_of[starts[0]], list(dict.fromkeys(warnings)), edits)
