@@ -42,10 +42,12 @@ START, END = "<!-- bench_edit:start -->", "<!-- bench_edit:end -->"
 SIDE = 64
 AWAY = 8  # pixels from the mask beyond which "outside" is measured (one token cell)
 
-# (label, EditOptions overrides); the first is the default, each other row changes one thing.
+# (label, EditOptions overrides, Settings overrides); each row changes one thing from the base row
+# (explicit, so that the table stays right whatever defaults.py says); the written image is pasted
+# back with a 4 px feather except in the rows of the base that say otherwise.
 INPAINT: list[tuple[str, dict, dict]] = [
-    ("**default**: start T-1, grow 2, hole filled before encoding, kept tokens clamped", {}, {}),
-    ("start where ctt[t] = the hole's share", dict(start="match"), {}),
+    ("base: start T-1, grow 2, hole filled, kept tokens clamped, context predicted", dict(start="top", grow=2, fill="median", keep="clamp", context="predicted"), {}),
+    ("start where ctt[t] = the hole's share", dict(start="match", grow=2, fill="median", keep="clamp", context="predicted"), {}),
     ("grow 0", dict(grow=0), {}),
     ("grow 1", dict(grow=1), {}),
     ("grow 3", dict(grow=3), {}),
@@ -53,8 +55,10 @@ INPAINT: list[tuple[str, dict, dict]] = [
     ("grow 1, hole encoded as it is (no fill)", dict(grow=1, fill="none"), {}),
     ("kept tokens re-noised by q(x_s given x0) each step", dict(keep="noised"), {}),
     ("kept tokens free (set at the start only, never clamped)", dict(keep="free"), {}),
+    ("decoded with the source's kept tokens around the hole (no predicted context)", dict(context="source"), {}),
     ("guidance 2 (a generation setting; the model recommends 1)", {}, dict(guidance=2.0)),
 ]
+BASE = dict(start="top", grow=2, fill="median", keep="clamp", context="predicted")
 PASTES: list[tuple[str, int | None]] = [("paste, feather 4 px", 4), ("paste, feather 0", 0), ("paste, feather 8 px", 8), ("no paste (raw decode)", None)]
 STRENGTHS = (0.2, 0.3, 0.5, 0.7, 1.0)
 
@@ -103,7 +107,7 @@ def targets_for(sources, seed: int = 7):
 
 def run_inpaint(pipe, sources, targets, overrides: dict, batch: int, setting_overrides: dict):
     settings = Settings(**{**pipe.recommended, **setting_overrides})
-    options = EditOptions(paste=False, **overrides)
+    options = EditOptions(**{**BASE, **overrides})
     prepared = [pipe.prepare_source(img, region_of(c[2]).astype(np.uint8) * 255, grow=options.grow) for c, _, img in sources]
     raws, infos, seconds = [], [], 0.0
     for k in range(0, len(sources), batch):
@@ -112,7 +116,7 @@ def run_inpaint(pipe, sources, targets, overrides: dict, batch: int, setting_ove
         gen = pipe.edit_sources([prepared[i] for i in rows], [shapes.canonical_caption(*targets[i]) for i in rows],
                                 [50_000 + i for i in rows], settings, options)
         seconds += time.perf_counter() - t0
-        raws += gen.images
+        raws += [info.decoded for info in gen.edits]  # before paste-back
         infos += gen.edits
     return prepared, raws, infos, seconds
 
@@ -128,11 +132,12 @@ def inpaint_rows(pipe, sources, targets, batch: int, only_default: bool):
     variants = INPAINT[:1] if only_default else INPAINT
     for label, overrides, setting_overrides in variants:
         prepared, raws, infos, seconds = run_inpaint(pipe, sources, targets, overrides, batch, setting_overrides)
-        feathers = PASTES if not (overrides or setting_overrides) else PASTES[:1] + PASTES[-1:]
+        feathers = PASTES if label.startswith("base") else PASTES[:1] + PASTES[-1:]
         for paste_label, feather in feathers:
             right, mads, kept_changed = [], [], []
             for (c, _, src), tgt, prep, raw, info in zip(sources, targets, prepared, raws, infos):
-                out = raw if feather is None else paste_back(raw, prep.image, prep.pixel_mask, feather)
+                # No paste: what --no-paste writes, the decode of the chain's tokens as they are.
+                out = pipe.decode(info.tokens[None])[0] if feather is None else paste_back(raw, prep.image, prep.pixel_mask, feather)
                 right.append(score(tgt, judge(out)))
                 mads.append(outside_mad(out, src, prep.pixel_mask))
                 kept = ~prep.repaint.reshape(-1)

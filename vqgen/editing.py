@@ -46,6 +46,7 @@ FITS = ("crop", "pad", "stretch")
 STARTS = ("top", "match")  # where a strength-1 inpainting starts: T-1, or where ctt[t] = the hole's share
 KEEPS = ("clamp", "noised", "free")  # how the kept tokens are treated during the chain
 FILLS = ("median", "none")  # what the masked pixels are before encoding
+CONTEXTS = ("predicted", "source")  # what the decoder sees outside the hole when the original is pasted back
 PAD_FILL = (255, 255, 255)  # what `fit="pad"` puts around the image
 
 # A mask is black and white (or transparent and opaque). Read as brightness, a picture with more
@@ -76,6 +77,7 @@ class EditOptions:
     start: str = "top"  # strength 1 with a mask: start at T-1 ("top") or where ctt matches the hole ("match")
     keep: str = "clamp"  # kept tokens: re-imposed clean after every step, re-noised, or left free
     fill: str = "median"  # before encoding, the masked pixels become the kept pixels' median colour ("none": as they are)
+    context: str = "predicted"  # with paste-back, what the decoder sees around the hole: "predicted" from the new content, or the "source"'s tokens
 
     def validate(self) -> None:
         s = self.strength
@@ -91,12 +93,15 @@ class EditOptions:
             raise EditError(f"unknown start {self.start!r}; use one of {', '.join(STARTS)}", "start", self.start)
         if self.keep not in KEEPS:
             raise EditError(f"unknown keep {self.keep!r}; use one of {', '.join(KEEPS)}", "keep", self.keep)
+        if self.context not in CONTEXTS:
+            raise EditError(f"unknown context {self.context!r}; use one of {', '.join(CONTEXTS)}", "context", self.context)
         if self.fill not in FILLS:
             raise EditError(f"unknown fill {self.fill!r}; use one of {', '.join(FILLS)}", "fill", self.fill)
 
     def record(self) -> dict:
         return {"strength": self.strength, "grow": self.grow, "fit": self.fit, "paste": self.paste,
-                "feather": self.feather, "start": self.start, "keep": self.keep, "fill": self.fill}
+                "feather": self.feather, "start": self.start, "keep": self.keep, "fill": self.fill,
+                "context": self.context}
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,6 +466,22 @@ class TokenEdit:
     keep: str
     schedule: Any  # NoiseSchedule
     start_timestep: int
+    # The decoder's GroupNorms mix the whole grid: decoded next to the source's kept tokens, new
+    # content takes on the old content's colours. With a context timestep, after the chain the kept
+    # positions are masked and re-predicted from the new tokens (one network call at this t, argmax):
+    # decode_tokens is what to decode; the original pixels outside the mask come back by paste-back.
+    context_timestep: int | None = None
+    decode_tokens: Any = None
+
+    def context_input(self, x):
+        import torch
+
+        return torch.where(self.repaint, x, self.schedule.num_classes - 1)
+
+    def with_context(self, x, predicted):
+        import torch
+
+        return torch.where(self.repaint, x, predicted)
 
     def initial(self, t: int, generators):
         """x_t for the first timestep t of the chain."""
@@ -546,6 +567,7 @@ class EditInfo:
     extra: dict = field(default_factory=dict)
     tokens: Any = None  # the final tokens (N,), for measurements
     source_tokens: Any = None  # the source's tokens (N,) the edit started from
+    decoded: Any = None  # the decoded image before paste-back (with the predicted context, if any)
 
     def record(self) -> dict:
         return {**self.source.record(), **self.options.record(), "start_timestep": self.start_timestep,

@@ -199,6 +199,16 @@ class Pipeline:
                 x = edit.after_step(x, timesteps[i + 1] if i + 1 < len(timesteps) else -1, generators)
             if on_step is not None:
                 on_step(i + 1, len(t_tensors))
+        if edit is not None and edit.context_timestep is not None:
+            # What the decoder will see around the hole (editing.py, "context"): the kept positions
+            # masked, the new tokens as drawn, one more network call, the most likely token at each
+            # kept position. No random numbers.
+            x_in = edit.context_input(x)
+            t = torch.tensor(edit.context_timestep, device=device)
+            logp = c.transformer(torch.cat([x_in, x_in]) if guided else x_in, t, memory)
+            if guided:
+                logp = apply_guidance(logp, settings.guidance)
+            edit.decode_tokens = edit.with_context(x, truncate(logp, settings.truncation).argmax(dim=1))
         return x, timesteps, warnings
 
     @torch.inference_mode()
@@ -217,7 +227,8 @@ class Pipeline:
     def edit(self, image, prompt: str | list[str], mask=None, *, strength: float = defaults.EDIT_STRENGTH, seed: int | None = None,
              num_images: int = defaults.NUM_IMAGES, on_step: StepCallback | None = None, region=None,
              grow: int | None = None, fit: str | None = None, paste: bool | None = None, feather: int | None = None,
-             start: str | None = None, keep: str | None = None, fill: str | None = None, **settings) -> Generation:
+             start: str | None = None, keep: str | None = None, fill: str | None = None, context: str | None = None,
+             **settings) -> Generation:
         """Repaint the white (or opaque) part of `mask` on `image` following `prompt`; without a mask,
         a variation of the whole image. image/mask: a file path, a PIL image or a uint8 array, any
         size and mode. strength in (0, 1]: how far back along the chain the repainted tokens go (1:
@@ -230,7 +241,8 @@ class Pipeline:
         prompts = [prompt] * num_images if isinstance(prompt, str) else list(prompt)
         if num_images < 1:
             raise UsageError(f"-n {num_images}: the number of images must be at least 1")
-        chosen = {k: v for k, v in dict(grow=grow, fit=fit, paste=paste, feather=feather, start=start, keep=keep, fill=fill).items() if v is not None}
+        chosen = {k: v for k, v in dict(grow=grow, fit=fit, paste=paste, feather=feather, start=start, keep=keep, fill=fill,
+                                                 context=context).items() if v is not None}
         options = EditOptions(strength=strength, **chosen)
         options.validate()
         source = self.prepare_source(image, mask, region=region, fit=options.fit, grow=options.grow)
@@ -268,7 +280,7 @@ class Pipeline:
                      on_step: StepCallback | None = None) -> Generation:
         """Edit sources[i] (editing.EditSource) with prompts[i] and seeds[i]. Rows that start from the
         same timestep run through the network together."""
-        from .editing import EditInfo, TokenEdit, paste_back
+        from .editing import EditInfo, TokenEdit, match_timestep, paste_back
 
         options.validate()
         settings.validate(self.chain)
@@ -277,6 +289,7 @@ class Pipeline:
                 source.encoded[options.fill] = self.encode_image(source.encoder_input(options.fill))
         starts = [self.edit_start(s, options) for s in sources]
         tokens: list = [None] * len(sources)
+        decoded: list = [None] * len(sources)  # what is decoded: the tokens, or with a predicted context
         timesteps_of: dict[int, list[int]] = {}
         warnings: list[str] = []
         for t0 in dict.fromkeys(starts):
@@ -284,17 +297,22 @@ class Pipeline:
             x0 = torch.stack([sources[i].encoded[options.fill] for i in rows]).to(self.device)
             repaint = torch.stack([torch.from_numpy(sources[i].repaint.reshape(-1)) for i in rows]).to(self.device)
             edit = TokenEdit(x0, repaint, options.strength, options.keep, self.c.schedule, t0)
+            if options.paste and options.context == "predicted" and bool((~repaint).any()):
+                kept_share = float((~repaint).float().mean())
+                edit.context_timestep = match_timestep(self.c.schedule, self.num_timesteps, kept_share)
             x, timesteps, w = self.generate_tokens([prompts[i] for i in rows], [seeds[i] for i in rows], settings, on_step, edit=edit)
             timesteps_of[t0] = timesteps
             warnings += w
+            shown = edit.decode_tokens if edit.decode_tokens is not None else x
             for j, i in enumerate(rows):
-                tokens[i] = x[j]
-        images = self.decode(torch.stack(tokens))
+                tokens[i], decoded[i] = x[j], shown[j]
+        images = self.decode(torch.stack(decoded))
         feather = options.feather if options.feather is not None else self.c.vqvae.cfg.scale // 2
         edits = []
         for i, source in enumerate(sources):
+            decoded_image = images[i]
             if options.paste and source.pixel_mask is not None:
                 images[i] = paste_back(images[i], source.image, source.pixel_mask, feather)
             edits.append(EditInfo(source, options, starts[i], len(timesteps_of[starts[i]]), {"feather": feather}, tokens[i],
-                                  source.encoded[options.fill]))
+                                  source.encoded[options.fill], decoded_image))
         return Generation(images, list(seeds), list(prompts), settings, timesteps_of[starts[0]], list(dict.fromkeys(warnings)), edits)
