@@ -108,10 +108,26 @@ def test_no_paste_gives_the_raw_decode_and_clamping_keeps_tokens(pipe, source):
     pasted = pipe.edit(source, "a yellow circle in the bottom right", mask, seed=4)
     info = raw.edits[0]
     assert np.array_equal(pixels(raw.images[0]), pixels(pipe.decode(info.tokens[None])[0]))
-    # Paste-back changes only pixels near or inside the mask; inside the mask it is the raw decode.
+    # Inside the mask the written image is the decode (with the context predicted around the hole).
     inside = np.asarray(mask) > 0
-    assert np.array_equal(pixels(pasted.images[0])[inside], pixels(raw.images[0])[inside])
+    assert np.array_equal(pixels(pasted.images[0])[inside], pixels(pasted.edits[0].decoded)[inside])
+    assert torch.equal(pasted.edits[0].tokens, info.tokens)  # the same chain; only the decoding differs
     assert info.record()["repainted_tokens"] == 36 and info.record()["strength"] == 1.0
+
+
+def test_predicted_context_changes_only_the_decoding(pipe, source):
+    """The VQ-VAE decoder's GroupNorms see the whole grid: next to the red source's kept tokens, new
+    blue tokens decode purple. Re-predicting the kept positions from the new content for decoding
+    (then pasting the original pixels back) gives the colour asked for."""
+    mask = quadrant_mask("top left")
+    kwargs = dict(seed=1, num_images=2)
+    predicted = pipe.edit(source, "a blue square in the top left", mask, context="predicted", **kwargs)
+    kept_source = pipe.edit(source, "a blue square in the top left", mask, context="source", **kwargs)
+    for a, b in zip(predicted.edits, kept_source.edits):
+        assert torch.equal(a.tokens, b.tokens)
+        assert np.array_equal(pixels(b.decoded), pixels(pipe.decode(b.tokens[None])[0]))
+    assert [judge(i).color for i in predicted.images] == ["blue", "blue"]
+    assert [judge(i).color for i in kept_source.images] == ["purple", "purple"]
 
 
 def test_start_match_begins_where_the_masked_share_matches(pipe, source):
@@ -274,7 +290,7 @@ def test_source_image_modes(tmp_path, mode, suffix):
     rgb = Image.fromarray(_two_colour(80, 80))
     if mode == "I;16":
         arr = (np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
-        image = Image.fromarray(arr, "I;16")
+        image = Image.fromarray(arr)
     else:
         image = rgb.convert(mode)
     path = tmp_path / f"src{suffix}"
@@ -369,9 +385,9 @@ def test_bad_files(tmp_path):
     with pytest.raises(EditError, match="is not an image"):
         open_image(text, "mask")
     good = tmp_path / "good.png"
-    Image.fromarray(_two_colour(64, 64)).save(good)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good)
     truncated = tmp_path / "cut.png"
-    truncated.write_bytes(good.read_bytes()[:200])
+    truncated.write_bytes(good.read_bytes()[:2000])
     with pytest.raises(EditError, match="damaged or truncated"):
         open_image(truncated)
 
@@ -386,10 +402,13 @@ def _png_header_only(path, w, h):
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     bomb = tmp_path / "bomb.png"
-    _png_header_only(bomb, 40_000, 40_000)
-    with pytest.raises(EditError, match="claims 40000x40000 pixels.*refused before decoding"):
+    _png_header_only(bomb, 9_000, 9_000)  # over vqgen's limit, under Pillow's own
+    assert 9_000 * 9_000 > MAX_PIXELS
+    with pytest.raises(EditError, match="claims 9000x9000 pixels.*refused before decoding"):
         open_image(bomb)
-    assert 40_000 * 40_000 > MAX_PIXELS
+    _png_header_only(bomb, 40_000, 40_000)  # Pillow refuses this one itself
+    with pytest.raises(EditError, match="too large to decode safely"):
+        open_image(bomb, "mask")
 
 
 def test_bad_settings(pipe, source):
