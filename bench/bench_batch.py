@@ -72,7 +72,7 @@ def vqgen_run(pipe, jobs, batch_size: int, outdir: Path, settings):
 
     for f in outdir.glob("*"):
         f.unlink()
-    runner = Runner(pipe, outdir, settings, 0, batch_size=batch_size, echo=lambda path: None)
+    runner = Runner(pipe, outdir, settings, 0, batch_size=batch_size)
     runner.run(jobs, len(jobs))
     sync(str(pipe.device))
     return {p.name: np.asarray(__import__("PIL.Image").Image.open(p)).tobytes() for p in outdir.glob("*.png")}

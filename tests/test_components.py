@@ -44,6 +44,28 @@ def test_transformer_log_probabilities(ours, ref_pipe, t):
     assert torch.allclose(mine.exp().sum(1), torch.ones(2, N, dtype=torch.float32), atol=1e-5)
 
 
+def test_a_timestep_per_sample_equals_one_call_per_timestep(ours):
+    """The transformer takes one t per sample (training draws them so): each sample's output is
+    what a call with that sample alone and its t as the batch's timestep gives, and a 0-d t is the
+    same as that t repeated for every sample."""
+    model = ours.c.transformer
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(cfg.num_classes, (3, cfg.num_tokens), generator=g)
+    text = torch.nn.functional.normalize(torch.randn(3, 77, cfg.text_dim, generator=g), dim=-1)
+    ts = torch.tensor([99, 37, 0])
+    with torch.inference_mode():
+        memory = model.text_memory(text)
+        together = model(ids, ts, memory)
+        for i, t in enumerate(ts.tolist()):
+            alone = model(ids[i:i + 1], t, model.text_memory(text[i:i + 1]))
+            torch.testing.assert_close(together[i:i + 1], alone, rtol=0, atol=1e-5)
+        torch.testing.assert_close(model(ids, torch.tensor(37), memory), model(ids, torch.tensor([37, 37, 37]), memory), rtol=1e-5, atol=1e-5)
+        logits = model.logits(ids, ts, memory)
+    assert logits.shape == (3, cfg.num_tokens, cfg.num_classes - 1)
+    torch.testing.assert_close(torch.log_softmax(logits.double(), dim=-1).float().permute(0, 2, 1), together, rtol=1e-5, atol=1e-5)
+
+
 def test_schedule_tables_match_reference(ref_pipe):
     ours = NoiseSchedule(ScheduleConfig(num_classes=65))
     ref = ref_pipe.scheduler

@@ -205,21 +205,6 @@ def test_the_last_step_keeps_the_tokens_already_drawn(pipe):
     assert (last == x)[open_].float().mean() > 0.995
 
 
-def test_training_forward_equals_the_model_forward(pipe):
-    """The per-sample-timestep forward used in training computes what DiscreteTransformer does."""
-    from vqgen.demo.train import logits_per_sample_t
-
-    model = pipe.c.transformer
-    cfg = model.cfg
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(cfg.num_classes, (2, cfg.num_tokens), generator=g)
-    text = torch.nn.functional.normalize(torch.randn(2, 77, cfg.text_dim, generator=g), dim=-1)
-    with torch.no_grad():
-        expected = model(ids, 37, model.text_memory(text))
-        got = torch.log_softmax(logits_per_sample_t(model, ids, torch.tensor([37, 37]), text).double(), dim=-1).float()
-    torch.testing.assert_close(got.permute(0, 2, 1), expected, atol=1e-5, rtol=1e-5)
-
-
 def test_train_demo_command(tmp_path):
     from vqgen.cli import main
 
@@ -236,8 +221,12 @@ def test_bundled_model_brings_its_own_defaults(tmp_path, capsys):
 
     from PIL import Image
 
-    from vqgen.bundled import RECOMMENDED_SETTINGS
+    from vqgen.bundled import BUNDLED
     from vqgen.cli import main
+    from vqgen.settings import model_recommended
+
+    RECOMMENDED_SETTINGS = {"shapes": model_recommended(BUNDLED["shapes"])}
+    assert RECOMMENDED_SETTINGS["shapes"] == {"steps": 25, "guidance": 1.0, "truncation": 0.86, "schedule": "strided"}
 
     assert main(["a red circle in the top left", "--model", "shapes", "-o", str(tmp_path / "a.png"), "--seed", "3", "-q"]) == 0
     record = json.loads(Image.open(tmp_path / "a.png").text["vqgen"])

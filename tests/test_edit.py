@@ -17,7 +17,7 @@ from vqgen.editing import (
     EditError, EditOptions, MAX_PIXELS, feather_alpha, fit_image, fit_mask, open_image, paste_back, prepare_source,
     q_sample, read_mask, strength_timestep, token_mask, to_rgb,
 )
-from vqgen.errors import UsageError, VqgenError
+from vqgen.errors import SettingError, UsageError, VqgenError
 from vqgen.pipeline import Pipeline, Settings
 from vqgen.schedule import timesteps_for, timesteps_from
 
@@ -86,6 +86,7 @@ def test_full_mask_is_generation_for_every_keep_mode(pipe, source):
 def test_inpainting_repaints_the_hole_and_keeps_the_rest(pipe, source):
     mask = quadrant_mask("top left")
     result = pipe.edit(source, "a blue square in the top left", mask, seed=1, num_images=3)
+    assert result.edits[0].start_timestep < 99  # the default start: where ctt[t] is the hole's share
     fitted = pixels(source)
     pixel_mask = np.asarray(mask) > 0
     outside = ~np.asarray(Image.fromarray(pixel_mask).resize((64, 64)))
@@ -413,12 +414,12 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
 
 def test_bad_settings(pipe, source):
     for strength in (0, 1.5, -0.2, float("nan")):
-        with pytest.raises(EditError, match="strength .* out of range") as e:
+        with pytest.raises(SettingError, match="strength .* out of range") as e:
             pipe.edit(source, "a red circle in the top left", strength=strength)
         assert e.value.setting == "strength"
-    with pytest.raises(EditError, match="grow"):
+    with pytest.raises(SettingError, match="grow"):
         pipe.edit(source, "x", quadrant_mask(), grow=-1)
-    with pytest.raises(EditError, match="unknown fit"):
+    with pytest.raises(SettingError, match="unknown fit"):
         pipe.edit(source, "x", fit="zoom")
     with pytest.raises(EditError, match="nothing to repaint"):
         pipe.edit(source, "x", Image.new("L", (64, 64), 0))
@@ -432,7 +433,7 @@ def test_edit_batch_with_different_sources_and_starts(pipe, source):
     other = pipe("a green square in the bottom right", seed=8).images[0]
     a = pipe.prepare_source(source, quadrant_mask("top left"))
     b = pipe.prepare_source(other)
-    settings = Settings(**pipe.recommended)
+    settings = pipe.resolve().settings
     opts = EditOptions(strength=0.4)
     together = pipe.edit_sources([a, b, a], ["a red circle in the top left", "a green square in the bottom right", "a blue circle in the top left"],
                                  [1, 2, 3], settings, opts)

@@ -24,7 +24,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-PIPELINE_CLASS = "VQDiffusionPipeline"
+from .layout import PIPELINE_CLASS
+
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 

@@ -9,16 +9,14 @@ the end, so a folder with that name is always complete. Key names are kept as pu
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import DISK_FULL, CheckpointError
 
 # A pickle's stem -> the safetensors stem the loader looks for in the same folder.
 SAFETENSORS_STEM = {"diffusion_pytorch_model": "diffusion_pytorch_model", "pytorch_model": "model"}
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def converted_name(bin_name: str) -> str:

@@ -17,6 +17,8 @@ SAMPLER = "posterior"
 PURITY_WEIGHT = 1.0
 
 NUM_IMAGES = 1
+# Images per network run when more are asked for: more only costs memory, not time per image.
+CHUNK_SIZE = 8
 DEVICE = "auto"
 DTYPE = None  # None: the device's natural choice for the transformer (kernels.py)
 
@@ -33,11 +35,13 @@ SLUG_MAX_CHARS = 60
 DEMO_TRAIN_SEED = 1
 
 # `vqgen edit` / Pipeline.edit (editing.py). Chosen by bench/bench_edit.py on the shapes yardstick
-# (docs/editing.md): strength 1 repaints the masked tokens from the mask token; the masked region
+# (docs/editing.md): strength 1 repaints the masked tokens from the mask token, from the timestep
+# whose masked share equals the hole's; the masked region
 # grows by 2 tokens; the image is centre-cropped to the model's size; the original pixels are
 # pasted back outside the mask over a feathered edge (None: half a token cell wide).
 EDIT_STRENGTH = 1.0
 EDIT_GROW = 2
+EDIT_START = "match"  # strength 1 with a mask: the chain starts where ctt[t] equals the hole's share (faster, as good)
 EDIT_FIT = "crop"
 EDIT_PASTE = True
 EDIT_FEATHER = None

@@ -1,10 +1,10 @@
-"""Choosing the device and dtype a user asked for, with one-line errors when it cannot be had."""
+"""Choosing the device and dtype a user asked for, with one-line errors (SettingError) when it cannot be had."""
 
 from __future__ import annotations
 
 import torch
 
-from .errors import UsageError
+from .errors import SettingError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -23,18 +23,19 @@ def resolve_device(name: str | torch.device) -> torch.device:
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"device {name!r} is not available: this PyTorch sees no CUDA GPU; use --device cpu (or auto)")
+            raise SettingError("device", name, "cpu (or auto)", "device {value!r} is not available: this PyTorch sees no CUDA GPU; use {name} {allowed}")
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise UsageError(f"device {name!r} is not available: only {torch.cuda.device_count()} CUDA device(s); pick one of them")
+            count = torch.cuda.device_count()
+            raise SettingError("device", name, f"cuda:0..cuda:{count - 1}", f"device {{value!r}} is not available: only {count} CUDA device(s); pick one of them")
         return torch.device(name)
     if kind == "mps":
         if not _mps_available():
-            raise UsageError(f"device {name!r} is not available on this machine; use --device cpu (or auto)")
+            raise SettingError("device", name, "cpu (or auto)", "device {value!r} is not available on this machine; use {name} {allowed}")
         return torch.device("mps")
     if kind == "cpu":
         return torch.device("cpu")
-    raise UsageError(f"unknown device {name!r}; use one of {', '.join(DEVICES)} (or cuda:N)")
+    raise SettingError("device", name, f"{', '.join(DEVICES)} (or cuda:N)", "unknown device {value!r}; use one of {allowed}")
 
 
 def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -44,5 +45,5 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
     if name is None:
         return torch.float32 if device.type == "cpu" else torch.float16
     if name not in DTYPES:
-        raise UsageError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
+        raise SettingError("dtype", name, ", ".join(DTYPES), "unknown dtype {value!r}; use one of {allowed}")
     return DTYPES[name]

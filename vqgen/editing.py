@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 
 from . import defaults
-from .errors import UsageError
+from .errors import SettingError, UsageError
+from .settings import FITS  # crop, pad, stretch: one list, in settings.py
 
 # Images with more pixels than this are refused before they are decoded (decompression bombs:
 # a small file that expands to gigabytes). 64 megapixels is a 8000 x 8000 photo.
 MAX_PIXELS = 64 * 1024 * 1024
 
-FITS = ("crop", "pad", "stretch")
 STARTS = ("top", "match")  # where a strength-1 inpainting starts: T-1, or where ctt[t] = the hole's share
 KEEPS = ("clamp", "noised", "free")  # how the kept tokens are treated during the chain
 FILLS = ("median", "none")  # what the masked pixels are before encoding
@@ -55,13 +55,21 @@ MASK_MAX_COLOURED = 0.10
 MASK_MAX_GREY = 0.25
 
 
-class EditError(UsageError):
-    """A source image, mask or edit setting that cannot be used. `setting` names what was wrong
-    (image, mask, strength, grow, fit, region, ...), `value` what was given."""
+class EditError(SettingError):
+    """A source image, mask or edit setting that cannot be used, in plain words. `setting` names
+    what was wrong (image, mask, region, ...), `value` what was given; phrased(name) puts a front
+    end's name for it (a flag) where the message names the setting."""
 
-    def __init__(self, message: str, setting: str | None = None, value: Any = None):
-        super().__init__(message)
-        self.setting, self.value = setting, value
+    def __init__(self, message: str, setting: str | None = None, value: Any = None, allowed: str = ""):
+        UsageError.__init__(self, message)
+        self.message, self.setting, self.value, self.allowed, self.template = message, setting, value, allowed, None
+
+    def phrased(self, name: str) -> str:
+        if self.setting and self.message.startswith(self.setting + " "):
+            return name + self.message[len(self.setting):]
+        if self.setting and self.message.startswith(f"unknown {self.setting} "):
+            return f"unknown {name} " + self.message[len(f"unknown {self.setting} "):]
+        return self.message
 
 
 @dataclass
@@ -74,19 +82,16 @@ class EditOptions:
     fit: str = defaults.EDIT_FIT
     paste: bool = defaults.EDIT_PASTE  # original pixels outside the mask
     feather: int | None = defaults.EDIT_FEATHER  # pixels of the blend ramp outside the mask; None: half a token cell
-    start: str = "top"  # strength 1 with a mask: start at T-1 ("top") or where ctt matches the hole ("match")
+    start: str = defaults.EDIT_START  # strength 1 with a mask: start at T-1 ("top") or where ctt matches the hole ("match")
     keep: str = "clamp"  # kept tokens: re-imposed clean after every step, re-noised, or left free
     fill: str = "median"  # before encoding, the masked pixels become the kept pixels' median colour ("none": as they are)
     context: str = "predicted"  # with paste-back, what the decoder sees around the hole: "predicted" from the new content, or the "source"'s tokens
 
     def validate(self) -> None:
-        s = self.strength
-        if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 < s <= 1:
-            raise EditError(f"strength {s} is out of range; use a value in (0, 1] (1 repaints from scratch, 0.3 keeps most of the image)", "strength", s)
-        if not isinstance(self.grow, int) or isinstance(self.grow, bool) or self.grow < 0:
-            raise EditError(f"grow {self.grow} is out of range; use a whole number of tokens, 0 or more", "grow", self.grow)
-        if self.fit not in FITS:
-            raise EditError(f"unknown fit {self.fit!r}; use one of {', '.join(FITS)}", "fit", self.fit)
+        from .settings import check
+
+        for name in ("strength", "grow", "fit"):
+            check(name, getattr(self, name))
         if self.feather is not None and (not isinstance(self.feather, int) or self.feather < 0):
             raise EditError(f"feather {self.feather} is out of range; use 0 or more pixels", "feather", self.feather)
         if self.start not in STARTS:
@@ -267,13 +272,13 @@ def read_mask(image, name: str, size: tuple[int, int]) -> tuple[np.ndarray, str]
         if alpha.min() == 255:
             alpha = None  # transparency that is opaque everywhere: read the colours instead
     if alpha is not None:
-        values, how = alpha, "by its transparency (opaque = repaint)"
+        values, how = alpha, "by its transparency, opaque = repaint"
     else:
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
             image = _sixteen_to_eight(image)
         rgb = np.asarray(image.convert("RGB")).astype(np.int16)
         coloured = float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > 48).mean())
-        how = "by its brightness (white = repaint; it has no transparency)"
+        how = "by its brightness, white = repaint (it has no transparency)"
         if coloured > MASK_MAX_COLOURED:
             raise EditError(f"mask {name} does not look like a mask: read {how}, {coloured:.0%} of its pixels are coloured; "
                             "paint what to repaint white on black (or opaque on transparent)", "mask", name)
@@ -285,7 +290,7 @@ def read_mask(image, name: str, size: tuple[int, int]) -> tuple[np.ndarray, str]
     binary = values >= 128
     if not binary.any():
         nothing = "fully transparent" if alpha is not None else "all black"
-        raise EditError(f"mask {name} has nothing to repaint (read {how}, it is {nothing}); "
+        raise EditError(f"mask {name} has nothing to repaint: it is {nothing} (read {how}); "
                         "paint what to repaint white (or opaque)", "mask", name)
     if binary.shape != (size[1], size[0]):
         binary = np.asarray(Image.fromarray(binary).resize(size, Image.Resampling.NEAREST))
@@ -387,8 +392,10 @@ def prepare_source(image, mask=None, *, size: tuple[int, int], cell: int, fit: s
                    region=None) -> EditSource:
     """Read and fit the source image, read the mask (and/or region) and make the token mask.
     `size` is the model's image size (width, height); `cell` its pixels per token side."""
-    if fit not in FITS:
-        raise EditError(f"unknown fit {fit!r}; use one of {', '.join(FITS)}", "fit", fit)
+    from .settings import check
+
+    check("fit", fit)
+    check("grow", grow)
     raw, image_sha = open_image(image, "image")
     source_size = raw.size
     fitted = fit_image(to_rgb(raw), size, fit)

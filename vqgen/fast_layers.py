@@ -25,6 +25,13 @@ def onednn_int8_available() -> bool:
     return hasattr(torch.ops.onednn, "qlinear_pointwise") and hasattr(torch.ops.onednn, "qlinear_prepack")
 
 
+def activation_levels() -> int:
+    """Levels each side of zero for QuantLinear's activations on this CPU: 127 with VNNI, else 63
+    (AVX2's u8 x s8 instruction adds pairs of products in saturating int16: 2 x 127 x 127 fits,
+    2 x 255 x 127 does not)."""
+    return 127 if bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)()) else 63
+
+
 class PackedLinear(nn.Module):
     """y = post(x @ W.T + b) with W packed once for oneDNN (float32 or bfloat16)."""
 
@@ -55,8 +62,10 @@ class QuantLinear(nn.Module):
     depends on the rest of the batch: the int32 accumulation is exact. Without VNNI, x gets 7 bits
     (codes 1..127): the AVX2 u8 x s8 instruction adds pairs of products in saturating int16."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype, post: str = "none", *, levels: int = 127):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype, post: str = "none", *,
+                 levels: int | None = None):
         super().__init__()
+        levels = levels or activation_levels()
         self.out_features, self.post, self.out_dtype, self.levels = weight.shape[0], post, out_dtype, levels
         w_q, scale = _int8_per_channel(weight)
         self.register_buffer("weight", torch.ops.onednn.qlinear_prepack(w_q, None), persistent=False)

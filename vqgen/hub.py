@@ -9,13 +9,14 @@ from the standard Hugging Face cache, downloading what is missing first:
   the pickles are then dropped from the cache.
 Files are fetched one by one with huggingface_hub.hf_hub_download (it writes the cache, resumes a
 dropped connection with a Range request, and renames each blob into place only when whole); the
-total size is known from the tree listing up front, so one bar covers the whole download.
+total size is known from the tree listing up front, so one download_started/download_advanced
+series covers the whole download. Progress and notes go to the caller's Events (vqgen.events;
+the default shows nothing): this module never prints.
 torch and huggingface_hub are imported inside functions: `vqgen --help` stays instant.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -25,23 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import cache as hc
-from .errors import CheckpointError, UsageError, VqgenError
+from .errors import DISK_FULL, CheckpointError, SettingError, UsageError, VqgenError
+from .events import NO_EVENTS, Events
+from .layout import PIPELINE_CLASS, ResolvedModel
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PRECISIONS = ("fp16", "fp32")
 WEIGHT = re.compile(r"^(diffusion_pytorch_model|model|pytorch_model)(\.fp16)?\.(safetensors|bin)$")
 KEEP_SUFFIXES = (".json", ".txt", ".model")  # configs, tokenizer files (vocab, merges, sentencepiece)
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    path: Path  # a local folder in one of the two layouts loader.py reads
-    name: str  # what the user passed: a repo id or a folder
-    repo_id: str | None = None
-    revision: str | None = None  # as requested (branch, tag or commit)
-    commit: str | None = None  # the exact commit the files come from, for image metadata
-    precision: str | None = None  # "fp16" / "fp32" for Hub models
 
 
 @dataclass
@@ -101,12 +93,6 @@ def _endpoint() -> str:
 def _token() -> str | None:
     # None lets huggingface_hub fall back to the token saved by `hf auth login`.
     return os.environ.get("HF_TOKEN") or None
-
-
-def _say(message: str, quiet: bool) -> None:
-    from .cli.progress import say
-
-    say(message, quiet)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,8 +180,8 @@ def check_pipeline(repo_id: str, commit: str, tree: dict[str, int]) -> None:
         cls = json.loads(response.content).get("_class_name")
     except (ValueError, AttributeError):
         cls = None
-    if cls != hc.PIPELINE_CLASS:
-        raise CheckpointError(f"{repo_id} holds a {cls!r}, not a {hc.PIPELINE_CLASS}; vqgen runs VQ-Diffusion models only")
+    if cls != PIPELINE_CLASS:
+        raise CheckpointError(f"{repo_id} holds a {cls!r}, not a {PIPELINE_CLASS}; vqgen runs VQ-Diffusion models only")
 
 
 def select_files(repo_id: str, tree: dict[str, int], precision: str) -> dict[str, int]:
@@ -250,22 +236,9 @@ def _has_file(path: Path, size: int) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def make_download_progress(quiet: bool):
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
-    from .cli.progress import stderr
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TextColumn("eta"), TimeRemainingColumn(),
-        console=stderr, transient=True, disable=quiet or not stderr.is_terminal,
-        redirect_stdout=False, redirect_stderr=False,  # stdout carries only the model path
-    )
-
-
-def _bar_class(progress, task):
+def _bar_class(events: Events):
     """A stand-in for the tqdm class huggingface_hub reports bytes to: every file's bytes go to the
-    one rich bar (totals come from the tree listing, so the per-file totals are ignored)."""
+    one download of `events` (totals come from the tree listing, so the per-file totals are ignored)."""
 
     class Bar:
         def __init__(self, *args, **kwargs):
@@ -278,7 +251,7 @@ def _bar_class(progress, task):
             return False
 
         def update(self, n=1):
-            progress.advance(task, n or 0)  # negative when a server ignored Range and the file restarts
+            events.download_advanced(n or 0)  # negative when a server ignored Range and the file restarts
 
         def close(self):
             pass
@@ -313,7 +286,7 @@ def _check_space(needs: list[tuple[Path, int, str]], repo_id: str) -> None:
             raise CheckpointError(f"not enough disk space for {repo_id}: it needs {human(need)} in {folder}, {human(free)} is free; free some space or set {variable} to a bigger disk")
 
 
-def fetch(plan: Plan, quiet: bool) -> None:
+def fetch(plan: Plan, events: Events = NO_EVENTS) -> None:
     """Download what the plan lacks, then record completion (manifest, or the converted folder)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import logging as hf_logging
@@ -328,12 +301,14 @@ def fetch(plan: Plan, quiet: bool) -> None:
     hf_logging.set_verbosity_error()
     with hub_errors(plan.repo_id, plan.revision):
         if plan.missing:
-            with make_download_progress(quiet) as progress:
-                task = progress.add_task(f"{plan.repo_id} ({plan.precision})", total=plan.to_fetch)
-                bar = _bar_class(progress, task)
+            events.download_started(f"{plan.repo_id} ({plan.precision})", plan.to_fetch)
+            try:
+                bar = _bar_class(events)
                 for rel in plan.missing:
                     hf_hub_download(plan.repo_id, rel, revision=plan.commit, cache_dir=str(cache), endpoint=_endpoint(),
                                     token=_token(), tqdm_class=bar, library_name="vqgen", library_version=__version__)
+            finally:
+                events.download_finished()
         if plan.revision:
             hc.write_ref(cache, plan.repo_id, plan.revision, plan.commit)
         else:
@@ -341,25 +316,26 @@ def fetch(plan: Plan, quiet: bool) -> None:
         if plan.precision == "fp16":
             hc.write_manifest(cache, plan.repo_id, plan.commit, plan.sizes)
             return
-    convert(plan, quiet)
+    convert(plan, events)
 
 
-def convert(plan: Plan, quiet: bool) -> None:
-    from .cli.progress import status
+def convert(plan: Plan, events: Events = NO_EVENTS) -> None:
     from .convert import convert_snapshot
 
     cache = hc.hub_cache()
     snap = hc.snapshot_dir(cache, plan.repo_id, plan.commit)
-    label = {"text": f"converting {plan.repo_id} to safetensors"}
 
     def on_component(component: str, size: int) -> None:
-        _say(f"converting {component} ({human(size)}) to safetensors", quiet)
+        events.message(f"converting {component} ({human(size)}) to safetensors")
 
-    with status(label["text"], quiet):
+    events.task_started(f"converting {plan.repo_id} to safetensors")
+    try:
         convert_snapshot(snap, list(plan.sizes), hc.converted_dir(cache, plan.repo_id, plan.commit), on_component)
+    finally:
+        events.task_finished()
     freed = drop_pickles(cache, plan.repo_id, plan.commit, [f for f in plan.sizes if f.endswith(".bin")])
     if freed:
-        _say(f"removed the converted pickles from the cache ({human(freed)} freed); later runs read the safetensors", quiet)
+        events.message(f"removed the converted pickles from the cache ({human(freed)} freed); later runs read the safetensors")
 
 
 def drop_pickles(cache: Path, repo_id: str, commit: str, bins: list[str]) -> int:
@@ -404,17 +380,18 @@ def from_cache(repo_id: str, revision: str | None, precision: str | None, commit
 
 
 def ensure(repo_id: str, *, revision: str | None = None, precision: str | None = None, offline: bool | None = None,
-           quiet: bool = False, dry_run: bool = False, for_generate: bool = False) -> Outcome:
+           events: Events | None = None, dry_run: bool = False, for_generate: bool = False) -> Outcome:
     """Resolve, and download/convert what is missing. precision None: whatever complete copy is
-    cached (fp32 first), else fp16."""
+    cached (fp32 first), else fp16. events: where notes and download progress go (default: nowhere)."""
+    events = events or NO_EVENTS
     if not looks_like_repo_id(repo_id):
         raise UsageError(f"{repo_id!r} is not a Hub repo id; use the form org/name, e.g. microsoft/vq-diffusion-ithq")
     if precision not in (None, *PRECISIONS):
-        raise UsageError(f"--precision {precision} is not known; use fp16 or fp32")
+        raise SettingError("precision", precision, "fp16 or fp32", "{name} {value} is not known; use fp16 or fp32")
     offline = hc.env_offline() if offline is None else offline
     if offline:
         if dry_run:
-            raise UsageError("--dry-run asks the Hub for the file list, but offline mode is on; unset HF_HUB_OFFLINE")
+            raise SettingError("dry_run", True, "False while offline", "{name} asks the Hub for the file list, but offline mode is on; unset HF_HUB_OFFLINE")
         cached = from_cache(repo_id, revision, precision)
         if cached is None:
             want = f"{repo_id}" + (f" at {revision}" if revision else "") + (f" ({precision})" if precision else "")
@@ -430,7 +407,7 @@ def ensure(repo_id: str, *, revision: str | None = None, precision: str | None =
         cached = None if dry_run or "cannot reach" not in str(e) else from_cache(repo_id, revision, precision)
         if cached is None:
             raise
-        _say(f"the Hub is unreachable; using the cached {repo_id} (commit {short(cached.commit)}, {cached.precision})", quiet)
+        events.message(f"the Hub is unreachable; using the cached {repo_id} (commit {short(cached.commit)}, {cached.precision})")
         return Outcome(cached, None, False)
 
     if not dry_run:
@@ -443,21 +420,22 @@ def ensure(repo_id: str, *, revision: str | None = None, precision: str | None =
     if dry_run or plan.done:
         return Outcome(_resolved(repo_id, revision, commit, plan.precision), plan, False)
     if for_generate:
-        _say(f"{repo_id} is not in the cache: downloading {human(plan.to_fetch)} ({plan.precision}, {len(plan.missing)} files, "
-             f"commit {short(commit)}) into {hc.hub_cache()}", quiet)
-    fetch(plan, quiet)
+        events.message(f"{repo_id} is not in the cache: downloading {human(plan.to_fetch)} ({plan.precision}, {len(plan.missing)} files, "
+                       f"commit {short(commit)}) into {hc.hub_cache()}")
+    fetch(plan, events)
     return Outcome(_resolved(repo_id, revision, commit, plan.precision), plan, True)
 
 
 def resolve_model(model: str, *, revision: str | None = None, precision: str | None = None,
-                  offline: bool | None = None, quiet: bool = False) -> ResolvedModel:
+                  offline: bool | None = None, events: Events | None = None) -> ResolvedModel:
     """A local folder for `model`: the folder itself when it exists on disk, a model bundled with
     vqgen (`shapes`), else a Hub repo id
-    resolved through the cache (downloading first, with a size notice and a bar, when needed)."""
+    resolved through the cache (downloading first when needed, with a size notice and progress
+    through `events`)."""
     from .bundled import bundled_model_path
 
     path = Path(model).expanduser()
     if path.exists() or not looks_like_repo_id(model):
         bundled = None if path.exists() else bundled_model_path(model)
         return ResolvedModel(path=bundled or path, name=model)
-    return ensure(model, revision=revision, precision=precision, offline=offline, quiet=quiet, for_generate=True).resolved
+    return ensure(model, revision=revision, precision=precision, offline=offline, events=events, for_generate=True).resolved

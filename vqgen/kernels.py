@@ -56,6 +56,9 @@ def cpu_features() -> dict:
         "amx": probe("_is_amx_tile_supported"),
         "vnni": probe("_is_vnni_supported"),
         "onednn": torch.backends.mkldnn.is_available(),
+        # oneDNN's packed bfloat16 GEMM needs avx512bw/vl/dq or avx_ne_convert (an AVX2-only CPU
+        # has neither, and reordering a weight for it raises).
+        "onednn_bf16": torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
     }
 
 
@@ -118,8 +121,10 @@ def plan_for(device: torch.device, dtype: torch.dtype | None, *, exact: bool = F
     if quantize:
         return Plan(device, base, block, "int8", False, quantize, tuple(warnings))
     f = cpu_features()
-    # bfloat16 goes to oneDNN in any case; packing its weights once saves the per-call reorder.
-    onednn = cpu and f["onednn"] and (block == torch.bfloat16 or (block == torch.float32 and f["vendor"] == "AuthenticAMD"))
+    # bfloat16 goes to oneDNN wherever oneDNN can run it (packing its weights once saves the
+    # per-call reorder); float32 on AMD, where MKL's sgemm takes no AVX-512 path.
+    onednn = cpu and f["onednn"] and ((block == torch.bfloat16 and f["onednn_bf16"])
+                                      or (block == torch.float32 and f["vendor"] == "AuthenticAMD"))
     return Plan(device, base, block, "onednn" if onednn else "torch", False, None, tuple(warnings))
 
 
@@ -168,6 +173,5 @@ def _linear_factory(plan: Plan, batch_hint: int):
     if plan.linear == "onednn":
         return lambda w, b, post="none": fast_layers.PackedLinear(w, b, dtype, batch_hint, post)
     if fast_layers.onednn_int8_available():
-        levels = 127 if cpu_features()["vnni"] else 63
-        return lambda w, b, post="none": fast_layers.QuantLinear(w, b, dtype, post, levels=levels)
+        return lambda w, b, post="none": fast_layers.QuantLinear(w, b, dtype, post)
     return lambda w, b, post="none": fast_layers.Int8Linear(w, b, dtype, post)

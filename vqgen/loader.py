@@ -10,8 +10,6 @@ straight in their final dtype and device, so no second copy of the weights ever 
 from __future__ import annotations
 
 import os
-import sys
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +19,11 @@ from . import checkpoint as ckpt
 from .config import ScheduleConfig, TransformerConfig, VQVAEConfig, read_json
 from .errors import CheckpointError
 from .kernels import Plan, apply_plan, plan_for, weight_dtype
+from .layout import NULL_FOLDER, PIPELINE_CLASS
 from .schedule import Chain, NoiseSchedule
 from .text_encoder import TextEncoder
 from .transformer import DiscreteTransformer
 from .vqvae import VQVAE
-
-PIPELINE_CLASS = "VQDiffusionPipeline"
-NULL_FOLDER = "learned_classifier_free_sampling_embeddings"
 
 
 @dataclass
@@ -56,26 +52,32 @@ def check_model_folder(folder: Path) -> dict:
     return index
 
 
-@contextmanager
-def native_output_silenced():
-    """Send what native code prints (file descriptors 1 and 2) to /dev/null for a moment.
+def legacy_special_tokens(tok_dir: Path) -> dict:
+    """The special tokens of an old-style special_tokens_map.json, ready for from_pretrained.
 
-    The Rust `tokenizers` library prints "Ignored unknown kwarg option __type" to stdout for each
-    old-style AddedToken entry in ITHQ's tokenizer_config.json; stdout must carry only image
-    paths. Python exceptions still propagate as usual."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    Old transformers (as in ITHQ's published tokenizer folder) wrote each special token as
+    {"__type": "AddedToken", "content": ...}. transformers 5 hands such a dict, "__type" included,
+    to the Rust tokenizers library, which then prints "Ignored unknown kwarg option __type" straight
+    to the process's stdout (native code: no Python logger or warning to silence). Passing the same
+    tokens ourselves, without the "__type" key, gives the identical tokenizer and no print; a host
+    program's stdout is never touched. Empty for current folders (no "__type" entries) and for
+    folders whose tokenizer_config.json lists added_tokens_decoder (then the map is not read)."""
+    from tokenizers import AddedToken
+
+    config_path, map_path = tok_dir / "tokenizer_config.json", tok_dir / "special_tokens_map.json"
     try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
+        config = read_json(config_path, "tokenizer") if config_path.is_file() else {}
+        special = read_json(map_path, "tokenizer") if map_path.is_file() else {}
+    except CheckpointError:
+        return {}  # from_pretrained reports the unreadable file in its own words
+    if "added_tokens_decoder" in config:
+        return {}
+    tokens = {}
+    for key, value in special.items():
+        if isinstance(value, dict) and value.get("__type") == "AddedToken":
+            fields = {k: v for k, v in value.items() if k not in ("__type", "special")}
+            tokens[key] = AddedToken(**fields, special=True)  # what transformers makes of the entry
+    return tokens
 
 
 def read_schedule_config(folder: Path) -> ScheduleConfig:
@@ -93,28 +95,25 @@ def _build(module_cls, cfg):
         return module_cls(cfg)
 
 
-def load_transformer(folder: Path, device, plan: Plan, files: dict) -> DiscreteTransformer:
-    sub = folder / "transformer"
-    cfg = TransformerConfig.from_json(read_json(sub / "config.json", "transformer"))
-    model = _build(DiscreteTransformer, cfg)
-    # The widest dtype in play picks the file: a bf16 or int8 transformer is made from fp32
-    # weights where the folder has them.
-    path = ckpt.find_weights(sub, ckpt.DIFFUSERS_STEMS, plan.dtype, "transformer")
-    state = ckpt.rename(ckpt.read_weights(path, "transformer"), ckpt.TRANSFORMER_RULES)
-    ckpt.assign(model, state, "transformer", path, device, lambda key: weight_dtype(plan, key))
-    del state
-    files["transformer"] = str(path)
-    return apply_plan(model.eval(), plan)
+# The two networks built by vqgen itself: (config class, module class, checkpoint renaming rules).
+NETWORKS = {
+    "transformer": (TransformerConfig, DiscreteTransformer, ckpt.TRANSFORMER_RULES),
+    "vqvae": (VQVAEConfig, VQVAE, ckpt.VQVAE_RULES),
+}
 
 
-def load_vqvae(folder: Path, device, dtype, files: dict) -> VQVAE:
-    sub = folder / "vqvae"
-    cfg = VQVAEConfig.from_json(read_json(sub / "config.json", "vqvae"))
-    model = _build(VQVAE, cfg)
-    path = ckpt.find_weights(sub, ckpt.DIFFUSERS_STEMS, dtype, "vqvae")
-    state = ckpt.rename(ckpt.read_weights(path, "vqvae"), ckpt.VQVAE_RULES)
-    ckpt.assign(model, state, "vqvae", path, device, dtype)
-    files["vqvae"] = str(path)
+def load_network(folder: Path, component: str, device, file_dtype: torch.dtype, weight_dtype, files: dict):
+    """One of NETWORKS from its subfolder: built on the meta device, then the weights assigned in
+    place. file_dtype picks the weight file (the widest dtype in play: a bf16 or int8 transformer
+    is made from fp32 weights where the folder has them); weight_dtype is the dtype each weight
+    gets (a dtype, or a function of the weight's name: kernels.weight_dtype)."""
+    config_cls, module_cls, rules = NETWORKS[component]
+    sub = folder / component
+    model = _build(module_cls, config_cls.from_json(read_json(sub / "config.json", component)))
+    path = ckpt.find_weights(sub, ckpt.DIFFUSERS_STEMS, file_dtype, component)
+    state = ckpt.rename(ckpt.read_weights(path, component), rules)
+    ckpt.assign(model, state, component, path, device, weight_dtype)
+    files[component] = str(path)
     return model.eval()
 
 
@@ -131,8 +130,7 @@ def load_text_encoder(folder: Path, device, dtype, files: dict) -> TextEncoder:
     if not has_bpe and not (tok_dir / "tokenizer.json").is_file():
         raise CheckpointError(f"tokenizer: {tok_dir} has neither tokenizer.json nor vocab.json + merges.txt; re-download the model")
     try:
-        with native_output_silenced():
-            tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir, **legacy_special_tokens(tok_dir))
         config = CLIPTextConfig.from_dict(read_json(sub / "config.json", "text_encoder"))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"text encoder: cannot read its config or tokenizer ({str(e).splitlines()[0][:100]})") from None
@@ -182,12 +180,12 @@ def load_components(folder: Path, device: torch.device, dtype: torch.dtype, plan
     plan = plan or plan_for(device, dtype, exact=True)
     files: dict[str, str] = {}
     schedule = NoiseSchedule(read_schedule_config(folder))
-    transformer = load_transformer(folder, device, plan, files)
+    transformer = apply_plan(load_network(folder, "transformer", device, plan.dtype, lambda key: weight_dtype(plan, key), files), plan)
     if schedule.num_classes != transformer.cfg.num_classes:
         raise CheckpointError(
             f"scheduler has {schedule.num_classes} classes but the transformer {transformer.cfg.num_classes}; the model folder is inconsistent"
         )
-    vqvae = load_vqvae(folder, device, dtype, files)
+    vqvae = load_network(folder, "vqvae", device, dtype, dtype, files)
     # The transformer predicts codes 0..K-2; a larger codebook is fine (diffusers' own test
     # components have one spare code), its extra codes are just never drawn. A smaller one could
     # not decode what the transformer predicts.

@@ -3,8 +3,11 @@
     pipe = vqgen.load("path/or/repo-id")
     result = pipe("a red bus", seed=42, num_images=2)   # result.images: PIL images, result.seeds
 
-Image i of a call uses seed + i and its own random generator, so every image can be reproduced
-alone and equals what the reference makes for that seed with batch size one.
+Image i of a call uses seed + i (or seeds[i]) and its own random generator, so every image can be
+reproduced alone and equals what the reference makes for that seed with batch size one; for the
+same reason a call of any size runs in chunks (defaults.CHUNK_SIZE images per network run) without
+changing an image. Progress goes to callbacks (on_step, on_images) and to an Events object
+(vqgen.events); nothing here prints.
 """
 
 from __future__ import annotations
@@ -18,48 +21,17 @@ import torch
 
 from . import defaults
 from .device import resolve_device, resolve_dtype
-from .errors import UsageError
-from .hub import ResolvedModel
+from .errors import SettingError
+from .events import NO_EVENTS, Events
 from .kernels import Plan, plan_for
+from .layout import ResolvedModel
 from .loader import Components, load_components
 from .sampling import apply_guidance, gumbel_sample, posterior_logits, purity_step, truncate
-from .schedule import SCHEDULES, Chain, timesteps_for, timesteps_from
+from .schedule import Chain, timesteps_for, timesteps_from
+from .settings import SAMPLERS, SETTINGS, Resolved, Settings, check, model_recommended, resolve  # noqa: F401 (SAMPLERS: API)
 from .vqvae import to_uint8
 
-SAMPLERS = ("posterior", "purity")
-StepCallback = Callable[[int, int], None]  # (steps done, total steps)
-
-
-@dataclass
-class Settings:
-    """What decides an image besides the prompt and the seed. Defaults live in defaults.py."""
-
-    steps: int | None = defaults.STEPS
-    guidance: float = defaults.GUIDANCE
-    truncation: float = defaults.TRUNCATION
-    schedule: str = defaults.SCHEDULE
-    sampler: str = defaults.SAMPLER
-    purity_weight: float = defaults.PURITY_WEIGHT
-
-    def validate(self, chain: Chain | int | None) -> None:
-        """One-line UsageErrors for values no model accepts; with the model's usable chain known
-        (a Chain, or its length), also for steps beyond it."""
-        if isinstance(chain, int):
-            chain = Chain(chain, chain)
-        if self.steps is not None and self.steps < 1:
-            raise UsageError(f"--steps {self.steps} is out of range; use at least 1 (the model's chain length at most)")
-        if self.steps is not None and chain is not None and self.steps > chain.length:
-            raise UsageError(f"--steps {self.steps} is out of range: {chain.describe()}; use 1..{chain.length}")
-        if not 0 < self.truncation <= 1:
-            raise UsageError(f"--truncation {self.truncation} is out of range; use a value in (0, 1], e.g. 0.86 or 1.0")
-        if not self.guidance >= 0:
-            raise UsageError(f"--guidance {self.guidance} is negative; use 0 or more (1 turns guidance off, 5 is the default)")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
-        if self.sampler not in SAMPLERS:
-            raise UsageError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
-        if not self.purity_weight >= 0:
-            raise UsageError(f"--purity-weight {self.purity_weight} is negative; use 0 or more (1 is the published choice)")
+StepCallback = Callable[[int, int], None]  # (steps done, total steps) of one network run
 
 
 def random_seed() -> int:
@@ -77,15 +49,16 @@ class Generation:
     edits: list | None = None  # for an edit: one editing.EditInfo per image
 
 
+ImagesCallback = Callable[[int, "Generation"], None]  # (index of the chunk's first image, the chunk)
+
+
 class Pipeline:
     def __init__(self, components: Components, plan: Plan, model: ResolvedModel):
         self.c, self.plan, self.model = components, plan, model
         self.device = plan.device
         self.dtype = plan.transformer_dtype  # what the network runs in; the sampler is float32
         self.warnings = list(plan.warnings)  # about the setup (a slow dtype, ...), for the caller to show
-        from .bundled import recommended_settings
-
-        self.recommended = recommended_settings(model.path)  # a bundled model's own defaults
+        self.recommended = model_recommended(model.path)  # the model's own settings (its vqgen.json)
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = defaults.DEVICE, dtype: str | torch.dtype | None = defaults.DTYPE,
@@ -113,16 +86,59 @@ class Pipeline:
         cfg, s = self.c.transformer.cfg, self.c.vqvae.cfg.scale
         return cfg.width * s, cfg.height * s
 
-    def __call__(self, prompt: str | list[str], *, seed: int | None = None, num_images: int = defaults.NUM_IMAGES,
-                 on_step: StepCallback | None = None, **settings) -> Generation:
-        """One prompt (num_images of it, seeds seed, seed+1, ...) or a list of prompts (one image each,
-        seeds seed, seed+1, ...)."""
-        prompts = [prompt] * num_images if isinstance(prompt, str) else list(prompt)
-        if num_images < 1:
-            raise UsageError(f"-n {num_images}: the number of images must be at least 1")
-        base = random_seed() if seed is None else int(seed)
-        settings = Settings(**{**self.recommended, **settings})
-        return self.generate(prompts, [base + i for i in range(len(prompts))], settings, on_step=on_step)
+    def resolve(self, **settings) -> Resolved:
+        """The settings a call with these keyword arguments runs with, and where each comes from:
+        the arguments, else the model's recommendation, else defaults.py (vqgen.settings)."""
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise TypeError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(SETTINGS)}")
+        return resolve(settings, None, self.recommended, chain=self.chain)
+
+    def __call__(self, prompt: str | list[str], *, seed: int | list[int] | None = None, num_images: int = defaults.NUM_IMAGES,
+                 on_step: StepCallback | None = None, on_images: ImagesCallback | None = None,
+                 events: Events | None = None, chunk_size: int = defaults.CHUNK_SIZE, **settings) -> Generation:
+        """num_images of one prompt, or one image for each prompt of a list. Seeds: seed, seed+1,
+        ... (random when None), or a list with one seed per image. Settings (steps, guidance,
+        truncation, schedule, sampler, purity_weight) as keyword arguments; those not given are
+        the model's recommendation or defaults.py's. Any number of images runs in chunks of
+        chunk_size: on_images(first, chunk) sees each chunk as soon as it is made, on_step(done,
+        total) each step of each chunk; events (vqgen.events.Events) gets the same and the warnings."""
+        prompts, seeds = self._prompts_and_seeds(prompt, seed, num_images)
+        return self.run(prompts, seeds, self.resolve(**settings).settings, events=events, on_step=on_step,
+                        on_images=on_images, chunk_size=chunk_size)
+
+    def run(self, prompts: list[str], seeds: list[int], settings: Settings, *, events: Events | None = None,
+            on_step: StepCallback | None = None, on_images: ImagesCallback | None = None,
+            chunk_size: int = defaults.CHUNK_SIZE) -> Generation:
+        """Images for prompts[i] with seeds[i], chunk_size at a time through the network (a chunk
+        changes no image, only the memory a run needs). The whole Generation is returned at the
+        end; on_images(first, chunk) gets each chunk as it is made (its images are first, first+1, ...)."""
+        events = events or NO_EVENTS
+        if chunk_size < 1:
+            raise SettingError("chunk_size", chunk_size, "at least 1")
+        total, steps = len(prompts), settings.steps or self.num_timesteps
+        images, warnings, timesteps = [], [], []
+
+        def step(done: int, of: int) -> None:
+            events.step(done, of)
+            if on_step is not None:
+                on_step(done, of)
+
+        for first in range(0, total, chunk_size):
+            last = min(first + chunk_size, total)
+            events.steps_started("denoising" if total == 1 else f"images {first + 1}-{last} of {total}", steps)
+            try:
+                part = self.generate(prompts[first:last], seeds[first:last], settings, on_step=step)
+            finally:
+                events.steps_finished()
+            for warning in dict.fromkeys(part.warnings):
+                events.warning(warning)
+            if on_images is not None:
+                on_images(first, part)
+            images += part.images
+            warnings += [w for w in part.warnings if w not in warnings]
+            timesteps = part.timesteps
+        return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings)
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int], settings: Settings, on_step: StepCallback | None = None) -> Generation:
@@ -224,32 +240,85 @@ class Pipeline:
     # ----------------------------------------------------------------------------------------
     # Editing (editing.py): inpainting with a mask, variations without one.
 
-    def edit(self, image, prompt: str | list[str], mask=None, *, strength: float = defaults.EDIT_STRENGTH, seed: int | None = None,
-             num_images: int = defaults.NUM_IMAGES, on_step: StepCallback | None = None, region=None,
-             grow: int | None = None, fit: str | None = None, paste: bool | None = None, feather: int | None = None,
-             start: str | None = None, keep: str | None = None, fill: str | None = None, context: str | None = None,
-             **settings) -> Generation:
+    def edit(self, image, prompt: str | list[str], mask=None, *, strength: float | None = None,
+             seed: int | list[int] | None = None, num_images: int = defaults.NUM_IMAGES, on_step: StepCallback | None = None,
+             on_images: ImagesCallback | None = None, events: Events | None = None, chunk_size: int = defaults.CHUNK_SIZE,
+             region=None, grow: int | None = None, fit: str | None = None, paste: bool | None = None,
+             feather: int | None = None, start: str | None = None, keep: str | None = None, fill: str | None = None,
+             context: str | None = None, **settings) -> Generation:
         """Repaint the white (or opaque) part of `mask` on `image` following `prompt`; without a mask,
         a variation of the whole image. image/mask: a file path, a PIL image or a uint8 array, any
-        size and mode. strength in (0, 1]: how far back along the chain the repainted tokens go (1:
-        from the mask token, as generation; 0.3: a close variation). region: (x0, y0, x1, y1) pixels
-        of the image to repaint (with mask: both). Seeds and prompts as in __call__; settings as in
-        Settings. Returns the same Generation as __call__, with .edits saying what each image was
-        made from."""
+        size and mode. strength in (0, 1] (default 1): how far back along the chain the repainted
+        tokens go (1: from the mask token, as generation; 0.3: a close variation). region: (x0, y0,
+        x1, y1) pixels of the image to repaint (with a mask: both). grow: tokens added around the
+        mask; fit: crop, pad or stretch to the model's size; paste: the original pixels outside the
+        mask. Prompts, seeds, settings, chunks and callbacks as in __call__. Returns the same
+        Generation, with .edits (one editing.EditInfo per image) saying what each was made from.
+        With every pixel masked and strength 1 it is __call__'s image, bit for bit."""
         from .editing import EditOptions
+        from .settings import EDIT_DEFAULTS
 
-        prompts = [prompt] * num_images if isinstance(prompt, str) else list(prompt)
-        if num_images < 1:
-            raise UsageError(f"-n {num_images}: the number of images must be at least 1")
-        chosen = {k: v for k, v in dict(grow=grow, fit=fit, paste=paste, feather=feather, start=start, keep=keep, fill=fill,
-                                                 context=context).items() if v is not None}
-        options = EditOptions(strength=strength, **chosen)
+        prompts, seeds = self._prompts_and_seeds(prompt, seed, num_images)
+        edit = resolve(dict(strength=strength, grow=grow, fit=fit, paste=paste, region=region), fallback=EDIT_DEFAULTS).values
+        extra = {k: v for k, v in dict(feather=feather, start=start, keep=keep, fill=fill, context=context).items() if v is not None}
+        options = EditOptions(strength=edit["strength"], grow=edit["grow"], fit=edit["fit"], paste=edit["paste"], **extra)
         options.validate()
-        source = self.prepare_source(image, mask, region=region, fit=options.fit, grow=options.grow)
-        base = random_seed() if seed is None else int(seed)
-        settings = Settings(**{**self.recommended, **settings})
-        return self.edit_sources([source] * len(prompts), prompts, [base + i for i in range(len(prompts))], settings,
-                                 options, on_step=on_step)
+        run_settings = self.resolve(**settings).settings
+        source = self.prepare_source(image, mask, region=edit["region"], fit=options.fit, grow=options.grow)
+        return self.run_edits([source] * len(prompts), prompts, seeds, run_settings, options, events=events,
+                              on_step=on_step, on_images=on_images, chunk_size=chunk_size)
+
+    def _prompts_and_seeds(self, prompt, seed, num_images) -> tuple[list[str], list[int]]:
+        if isinstance(prompt, str):
+            check("num_images", num_images)
+            prompts = [prompt] * num_images
+        else:
+            prompts = list(prompt)
+            if not prompts:
+                raise SettingError("prompt", prompts, "at least one prompt", "{name}: an empty list; give {allowed}")
+        if seed is None or isinstance(seed, int):
+            base = random_seed() if seed is None else int(seed)
+            return prompts, [base + i for i in range(len(prompts))]
+        seeds = [int(s) for s in seed]
+        if len(seeds) != len(prompts):
+            raise SettingError("seed", f"list of {len(seeds)}", f"one seed per image ({len(prompts)})", "{name}: a {value}; give {allowed}")
+        return prompts, seeds
+
+    def run_edits(self, sources: list, prompts: list[str], seeds: list[int], settings: Settings, options, *,
+                  events: Events | None = None, on_step: StepCallback | None = None, on_images: ImagesCallback | None = None,
+                  chunk_size: int = defaults.CHUNK_SIZE) -> Generation:
+        """Edits of sources[i] (editing.EditSource) with prompts[i] and seeds[i], in chunks, with
+        the same callbacks and events as run()."""
+        events = events or NO_EVENTS
+        if chunk_size < 1:
+            raise SettingError("chunk_size", chunk_size, "at least 1")
+        total = len(prompts)
+        images, warnings, timesteps, edits = [], [], [], []
+
+        def step(done: int, of: int) -> None:
+            events.step(done, of)
+            if on_step is not None:
+                on_step(done, of)
+
+        for first in range(0, total, chunk_size):
+            last = min(first + chunk_size, total)
+            label = "editing" if total == 1 else f"images {first + 1}-{last} of {total}"
+            part = self.edit_sources(sources[first:last], prompts[first:last], seeds[first:last], settings, options,
+                                     on_step=step, events=events, label=label)
+            for warning in dict.fromkeys(part.warnings):
+                events.warning(warning)
+            if on_images is not None:
+                on_images(first, part)
+            images += part.images
+            edits += part.edits
+            warnings += [w for w in part.warnings if w not in warnings]
+            timesteps = part.timesteps
+        return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings, edits)
+
+    def edit_timesteps(self, source, options, settings: Settings) -> list[int]:
+        """The timesteps an edit of `source` runs (its first is where the chain starts)."""
+        return timesteps_from(settings.schedule, self.num_timesteps, settings.steps or self.num_timesteps,
+                              self.edit_start(source, options))
 
     def prepare_source(self, image, mask=None, *, region=None, fit: str = defaults.EDIT_FIT, grow: int = defaults.EDIT_GROW):
         """An editing.EditSource at this model's size and token grid."""
@@ -277,9 +346,10 @@ class Pipeline:
 
     @torch.inference_mode()
     def edit_sources(self, sources: list, prompts: list[str], seeds: list[int], settings: Settings, options,
-                     on_step: StepCallback | None = None) -> Generation:
-        """Edit sources[i] (editing.EditSource) with prompts[i] and seeds[i]. Rows that start from the
-        same timestep run through the network together."""
+                     on_step: StepCallback | None = None, events: Events | None = None, label: str = "editing") -> Generation:
+        """Edit sources[i] (editing.EditSource) with prompts[i] and seeds[i], all in one chunk. Rows
+        that start from the same timestep run through the network together (one t per call)."""
+        events = events or NO_EVENTS
         from .editing import EditInfo, TokenEdit, match_timestep, paste_back
 
         options.validate()
@@ -300,7 +370,12 @@ class Pipeline:
             if options.paste and options.context == "predicted" and bool((~repaint).any()):
                 kept_share = float((~repaint).float().mean())
                 edit.context_timestep = match_timestep(self.c.schedule, self.num_timesteps, kept_share)
-            x, timesteps, w = self.generate_tokens([prompts[i] for i in rows], [seeds[i] for i in rows], settings, on_step, edit=edit)
+            steps = len(timesteps_from(settings.schedule, self.num_timesteps, settings.steps or self.num_timesteps, t0))
+            events.steps_started(label, steps)
+            try:
+                x, timesteps, w = self.generate_tokens([prompts[i] for i in rows], [seeds[i] for i in rows], settings, on_step, edit=edit)
+            finally:
+                events.steps_finished()
             timesteps_of[t0] = timesteps
             warnings += w
             shown = edit.decode_tokens if edit.decode_tokens is not None else x

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .config import ScheduleConfig
+from .settings import SCHEDULES  # noqa: F401 (the names live with the other settings' rules)
 
 
 def cumulative_tables(cfg: ScheduleConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +100,6 @@ class Chain:
             return f"this model's chain has {self.length} steps"
         return (f"this model's transformer knows only timesteps 0..{self.length - 1} of its scheduler's "
                 f"{self.train_timesteps}, so it runs at most {self.length} steps")
-
-
-SCHEDULES = ("strided", "diffusers")
 
 
 def timesteps_for(schedule: str, num_timesteps: int, steps: int) -> list[int]:

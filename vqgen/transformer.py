@@ -22,7 +22,10 @@ class AdaLayerNorm(nn.Module):
         self.proj = nn.Linear(dim, 2 * dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.proj(F.silu(self.time(t))).chunk(2, dim=0)  # (D,), (D,)
+        """x (B, N, D); t one timestep for the whole batch (0-d) or one per sample (B,)."""
+        scale, shift = self.proj(F.silu(self.time(t))).chunk(2, dim=-1)  # (D,) each, or (B, D) each
+        if t.dim() == 1:
+            scale, shift = scale[:, None], shift[:, None]  # (B, 1, D): every token of a sample
         return F.layer_norm(x, x.shape[-1:], eps=1e-5) * (1 + scale) + shift
 
 
@@ -102,13 +105,19 @@ class DiscreteTransformer(nn.Module):
         text = text.to(self.token_embedding.weight.dtype)
         return [block.attn2.keys_values(text) for block in self.blocks]
 
-    def forward(self, ids: torch.Tensor, t: int | torch.Tensor, memory: list) -> torch.Tensor:
-        """ids (B, N) -> log p(x0 | x_t) (B, K-1, N) in float32."""
+    def logits(self, ids: torch.Tensor, t: int | torch.Tensor, memory: list) -> torch.Tensor:
+        """ids (B, N) -> unnormalised logits of x0 (B, N, K-1), in the head's dtype: the one
+        network pass that sampling (through forward) and training (vqgen/demo/train.py) share.
+        t: one timestep for the whole batch (an int or a 0-d tensor) or one per sample (B,)."""
         positions = (self.row_embedding.weight[:, None] + self.col_embedding.weight[None, :]).flatten(0, 1)  # (N, D)
         h = self.token_embedding(ids) + positions  # (B, N, D)
         t = torch.as_tensor(t, device=ids.device)
         for block, text_kv in zip(self.blocks, memory):
             h = block(h, t, text_kv)
         # The head may run in a wider dtype than the blocks (kernels.py keeps it float32).
-        logits = self.head(self.norm_out(h.to(self.head.weight.dtype))).permute(0, 2, 1)  # (B, K-1, N)
+        return self.head(self.norm_out(h.to(self.head.weight.dtype)))
+
+    def forward(self, ids: torch.Tensor, t: int | torch.Tensor, memory: list) -> torch.Tensor:
+        """ids (B, N) -> log p(x0 | x_t) (B, K-1, N) in float32."""
+        logits = self.logits(ids, t, memory).permute(0, 2, 1)  # (B, K-1, N)
         return F.log_softmax(logits.to(self.softmax_dtype), dim=1).float()

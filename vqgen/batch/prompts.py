@@ -3,7 +3,8 @@
 Blank lines and lines starting with `#` are skipped in both. The format is decided once per file
 by its first real line (`{` means JSON Lines), not per line, so a plain prompt that happens to
 start with a brace in the middle of a text file is still a prompt. Every problem is reported with
-its line number, before any model is loaded.
+its line number, before any model is loaded. A line's settings are checked by the same rules as
+the command line's (settings.check); against the model's chain once it is known (cli/batch.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 import sys
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import SettingError, UsageError
+from ..settings import check
 
 # Per-line keys a JSON Lines prompt file may use; anything else is a typo we would rather report.
 KEYS = ("prompt", "seed", "steps", "guidance", "truncation", "n")
@@ -92,27 +94,33 @@ def _json_line(number: int, text: str, name: str) -> PromptLine:
     if "\x00" in prompt:
         raise UsageError(f"{where}: \"prompt\" contains a NUL character")
     seed = _int(obj, "seed", where, 0, MAX_SEED)
-    steps = _int(obj, "steps", where, 1, None)
+    steps = _int(obj, "steps", where, None, None)
     n = _int(obj, "n", where, 1, MAX_IMAGES_PER_LINE)
     guidance = _number(obj, "guidance", where)
     truncation = _number(obj, "truncation", where)
-    if guidance is not None and guidance < 0:
-        raise UsageError(f"{where}: guidance {guidance} is negative; use 0 or more (1 turns guidance off)")
-    if truncation is not None and not 0 < truncation <= 1:
-        raise UsageError(f"{where}: truncation {truncation} is out of range; use a value in (0, 1]")
+    for key, value in (("steps", steps), ("guidance", guidance), ("truncation", truncation)):
+        check_line_setting(where, key, value)
     if seed is not None and n is not None and seed + n - 1 > MAX_SEED:
         raise UsageError(f"{where}: seed {seed} + n is too large; use a seed below {MAX_SEED - n + 1}")
     return PromptLine(number, prompt.strip(), seed, steps, guidance, truncation, n)
 
 
-def _int(obj: dict, key: str, where: str, low: int, high: int | None) -> int | None:
+def check_line_setting(where: str, key: str, value, chain=None) -> None:
+    """settings.check for a line's value (its JSON key is the setting's name), as "file:line: ..."."""
+    try:
+        check(key, value, chain)
+    except SettingError as e:
+        raise UsageError(f"{where}: {e}") from None
+
+
+def _int(obj: dict, key: str, where: str, low: int | None, high: int | None) -> int | None:
     value = obj.get(key)
     if value is None:
         return None
     # bool is an int in Python, and 5.0 would silently become 5: both are reported instead.
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{where}: \"{key}\" must be a whole number, not {json.dumps(value)}")
-    if value < low or (high is not None and value > high):
+    if (low is not None and value < low) or (high is not None and value > high):
         bound = f"{low}..{high}" if high is not None else f"at least {low}"
         raise UsageError(f"{where}: \"{key}\" {value} is out of range; use {bound}")
     return value

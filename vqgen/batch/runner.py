@@ -1,5 +1,6 @@
 """Making the images of one process's share of the jobs: resume check, batched generation,
-atomic saves, manifest lines, and failures recorded without stopping the run."""
+atomic saves, manifest lines, and failures recorded without stopping the run. What happens is
+reported to an Events object (vqgen.events): images saved or failed, steps, warnings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import VqgenError
+from ..events import NO_EVENTS, Events
 from . import manifest
 from .jobs import Job, batches
 
@@ -25,13 +27,12 @@ class Counts:
 
 class Runner:
     def __init__(self, pipe, outdir: Path, base_settings, base_seed: int, *, batch_size: int,
-                 progress=None, say=lambda message: None, echo=lambda path: print(path, flush=True)):
+                 events: Events | None = None):
         self.pipe, self.outdir, self.base = pipe, outdir, base_settings
         self.base_seed, self.batch_size = base_seed, batch_size
-        self.progress, self.say, self.echo = progress, say, echo
+        self.events = events or NO_EVENTS
         self.manifest_path = outdir / manifest.NAME
         self.counts = Counts()
-        self._overall = None
         self._warned: set[str] = set()
         self._started = time.monotonic()
         self.busy_seconds = 0.0  # time spent in run(), for the images-per-minute figure
@@ -47,9 +48,9 @@ class Runner:
 
     # -- generation -----------------------------------------------------------------------------
     def run(self, jobs: list[Job], total: int) -> Counts:
-        """Make `jobs`; `total` (this process's whole share) sizes the overall bar."""
-        if self.progress is not None:
-            self._overall = self.progress.add_task("images", total=total, completed=self.counts.skipped, rate="")
+        """Make `jobs`; `total` (this process's whole share, finished ones included) is reported
+        to events.images_started."""
+        self.events.images_started(total, self.counts.skipped)
         self._started = time.monotonic()
         try:
             self._run_all(jobs)
@@ -58,36 +59,34 @@ class Runner:
         return self.counts
 
     def _run_all(self, jobs: list[Job]) -> None:
-        from ..cli.progress import step_bar
-
         for batch in batches(jobs, self.batch_size):
-            if self.progress is not None:
-                numbers = [str(j.index + 1) for j in batch]  # not always consecutive: shares, groups
-                label = f"  image {numbers[0]}" if len(batch) == 1 else "  images " + ",".join(numbers[:4]) + (",..." if len(numbers) > 4 else "")
-                with step_bar(self.progress, label, batch[0].steps or self.pipe.num_timesteps) as on_step:
-                    self._run_batch(batch, on_step)
-            else:
-                self._run_batch(batch, None)
+            numbers = [str(j.index + 1) for j in batch]  # not always consecutive: shares, groups
+            label = f"  image {numbers[0]}" if len(batch) == 1 else "  images " + ",".join(numbers[:4]) + (",..." if len(numbers) > 4 else "")
+            self.events.steps_started(label, batch[0].steps or self.pipe.num_timesteps)
+            try:
+                self._run_batch(batch)
+            finally:
+                self.events.steps_finished()
 
-    def _run_batch(self, batch: list[Job], on_step) -> None:
+    def _run_batch(self, batch: list[Job]) -> None:
         settings = batch[0].settings(self.base)
         try:
-            result = self.pipe.generate([j.prompt for j in batch], [j.seed for j in batch], settings, on_step=on_step)
+            result = self.pipe.generate([j.prompt for j in batch], [j.seed for j in batch], settings, on_step=self.events.step)
         except Exception as error:  # noqa: BLE001 - any failure of one batch must not end the run
             self._free_memory()
             if len(batch) > 1:
                 # Maybe only the batch was too big, or one prompt is the problem: since batching
                 # changes no image, one at a time gives the same images for those that work.
-                self.say(f"warning: a batch of {len(batch)} failed ({_describe(error)}); retrying its images one at a time")
+                self.events.warning(f"a batch of {len(batch)} failed ({_describe(error)}); retrying its images one at a time")
                 for job in batch:
-                    self._run_batch([job], on_step)
+                    self._run_batch([job])
             else:
                 self._fail(batch[0], error)
             return
         for warning in result.warnings:
             if warning not in self._warned:
                 self._warned.add(warning)
-                self.say(f"warning: {warning}")
+                self.events.warning(warning)
         for job, image in zip(batch, result.images):
             self._save(job, image, settings)
 
@@ -104,24 +103,14 @@ class Runner:
             return
         manifest.append(self.manifest_path, manifest.image_line(job, record, self.base_seed))
         self.counts.made += 1
-        self.echo(path)
-        self._advance()
+        self.events.image_saved(path)
 
     def _fail(self, job: Job, error: BaseException) -> None:
         message = _describe(error)
         self.counts.failed += 1
         self.counts.failures.append(f"{job.name}: {message}")
-        self.say(f"failed: {job.name} (line {job.line}): {message}")
         manifest.append(self.manifest_path, manifest.error_line(job, job.steps or self.pipe.num_timesteps, self.base_seed, message))
-        self._advance()
-
-    def _advance(self) -> None:
-        if self.progress is None or self._overall is None:
-            return
-        self.progress.advance(self._overall)
-        done = self.counts.made + self.counts.failed
-        minutes = (time.monotonic() - self._started) / 60
-        self.progress.update(self._overall, rate=f"{done / minutes:.1f} img/min" if minutes > 0 and done else "")
+        self.events.image_failed(job.name, job.line, message)
 
     def _free_memory(self) -> None:
         if getattr(self.pipe.device, "type", "cpu") == "cuda":

@@ -38,11 +38,12 @@ def _root(
 
 
 from . import generate, info  # noqa: E402,F401  (registers commands on app)
+from . import edit  # noqa: E402,F401
 from . import download, models  # noqa: E402,F401
 from . import batch  # noqa: E402,F401
 from . import train_demo  # noqa: E402,F401
 
-COMMANDS = {"generate", "info", "download", "models", "batch", "train-demo"}
+COMMANDS = {"generate", "edit", "info", "download", "models", "batch", "train-demo"}
 TOP_LEVEL_OPTIONS = {"-h", "--help", "--version"}
 
 
@@ -97,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except aborts:
         return fail("interrupted", 130)
     except VqgenError as e:
-        return fail(str(e), e.exit_code)
+        from .common import flag_message
+
+        return fail(flag_message(e), e.exit_code)
     except MemoryError:
         return fail("out of memory; try fewer images (-n), --dtype float16 on a GPU, or fewer steps")
     return code if isinstance(code, int) else 0

@@ -3,51 +3,40 @@ split across processes under torchrun. The work itself lives in vqgen/batch/."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .. import defaults
 from ..errors import UsageError
 from . import app
-from .common import Opt, check_kernels, validate_basics
-from .progress import make_progress, say
+from .common import check_kernels, given_settings, shared_options
+from .progress import TerminalEvents, say
 
 MAX_BATCH_SIZE = 1024  # a typo guard: far above what fits in any GPU's memory at ITHQ size
 
 
 @app.command()
+@shared_options
 def batch(
-    ctx: typer.Context,
     prompts: str = typer.Argument(..., help="Text file, one prompt per line (or JSON Lines with prompt/seed/steps/guidance/truncation/n); - for stdin."),
     outdir: Path = typer.Argument(..., help="Folder for the images and manifest.jsonl; created if missing. Re-running skips finished images."),
-    model: str = Opt.model,
-    steps: Optional[int] = Opt.steps,
-    guidance: float = Opt.guidance,
-    truncation: float = Opt.truncation,
-    schedule: str = Opt.schedule,
-    sampler: str = Opt.sampler,
-    purity_weight: float = Opt.purity_weight,
-    revision: Optional[str] = Opt.revision,
-    offline: bool = Opt.offline,
     seed: Optional[int] = typer.Option(None, "--seed", help="Base seed: image j of the file gets SEED+j (a line's own seed wins). Default: the last run's in OUTDIR, else random."),
-    num_images: int = typer.Option(defaults.NUM_IMAGES, "--num-images", "-n", help="Images per prompt line (a line's own n wins)."),
+    num_images: Optional[int] = typer.Option(None, "--num-images", "-n", help="Images per prompt line (a line's own n wins; default 1)."),
     batch_size: int = typer.Option(1, "--batch-size", "-b", help="Images run through the network together; more is faster on a GPU and needs more memory. Changes no image."),
-    device: str = Opt.device,
-    dtype: Optional[str] = Opt.dtype,
-    exact: bool = Opt.exact,
-    quantize: Optional[str] = Opt.quantize,
-    verbose: bool = Opt.verbose,
-    quiet: bool = Opt.quiet,
+    **options,
 ) -> None:
     """Generate an image for every prompt in a file; prints each image's path as it is written."""
     from ..batch import distributed, jobs as joblib, manifest, prompts as promptlib
+    from ..settings import model_recommended, resolve
 
-    # 1. Everything that needs no model and no other process.
-    validate_basics(steps, guidance, truncation, num_images)
+    quiet, verbose = options["quiet"], options["verbose"]
+
+    # 1. Everything that needs no model and no other process: the command line's settings over
+    #    defaults.py (vqgen.settings.resolve), checked.
+    given = given_settings(options, num_images=num_images)
+    run = resolve(given)
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise UsageError(f"--batch-size {batch_size} is out of range; use 1..{MAX_BATCH_SIZE}")
     if seed is not None and not 0 <= seed <= promptlib.MAX_SEED:
@@ -60,34 +49,34 @@ def batch(
 
     ensure_folder(outdir, "OUTDIR")
     user_quiet, quiet = quiet, quiet or not world.main  # one process talks; the others only report failures
-    from ..pipeline import Settings
 
     # 2. The model's chain length, so every line's settings are checked before any work; its
-    #    recommended settings for what the command line left open.
-    from .common import find_model, recommended_for
+    #    recommended settings for what the command line left open. A line's own values go through
+    #    the same rules (a line > the command line > the model > defaults.py).
+    from .common import describe_sources, find_model
 
-    resolved, chain = find_model(model, revision=revision, offline=offline, quiet=quiet)
-    chosen = dict(steps=steps, guidance=guidance, truncation=truncation, schedule=schedule,
-                  sampler=sampler, purity_weight=purity_weight) | recommended_for(ctx, resolved)
-    steps, guidance, truncation = chosen["steps"], chosen["guidance"], chosen["truncation"]
-    base = Settings(**chosen)
-    base.validate(chain)
+    resolved, chain = find_model(run["model"], revision=run["revision"], offline=options["offline"], quiet=quiet)
+    run = resolve(given, None, model_recommended(resolved.path), chain=chain)
+    base = run.settings
     for line in lines:
-        if line.steps is not None and line.steps > chain.length:
-            raise UsageError(f"{prompts}:{line.line}: steps {line.steps} is out of range: {chain.describe()}")
+        for key in ("steps", "guidance", "truncation"):
+            promptlib.check_line_setting(f"{prompts}:{line.line}", key, getattr(line, key), chain)
+    if verbose:
+        say(describe_sources(run), quiet)
 
     # 3. The processes agree on the base seed: rank 0 picks it, the others receive it.
     from ..device import resolve_device
 
-    dev = resolve_device(distributed.device_for(world, device))
-    check_kernels(str(dev), dtype, exact, quantize)
-    kernels = dict(dtype=dtype, exact=exact, quantize=quantize, verbose=verbose)
+    dev = resolve_device(distributed.device_for(world, run["device"]))
+    check_kernels(str(dev), run["dtype"], run["exact"], run["quantize"])
+    kernels = dict(dtype=run["dtype"], exact=run["exact"], quantize=run["quantize"], verbose=verbose)
     started = time.monotonic()
     group = distributed.Group(world, dev)
     try:
         seed, seed_note = _base_seed(seed, outdir, world)
         seed = group.broadcast_int(seed)
-        all_jobs = joblib.expand(lines, seed, steps=steps, guidance=guidance, truncation=truncation, num_images=num_images)
+        all_jobs = joblib.expand(lines, seed, steps=base.steps, guidance=base.guidance, truncation=base.truncation,
+                                 num_images=run["num_images"])
         mine = joblib.shard(all_jobs, world.rank, world.size)
 
         # 4. What an earlier run already made (or a refusal when OUTDIR holds other images).
@@ -127,14 +116,14 @@ def _run(world, group, resolved, dev, kernels, base, seed, mine, todo, done, tot
     from .common import load_pipeline
 
     pipe = load_pipeline(resolved, dev, quiet=quiet, **kernels) if todo else None
-    with make_progress(quiet) as progress:
-        runner = Runner(pipe, outdir, base, seed, batch_size=batch_size, progress=progress, say=_messages(progress, quiet))
+    with TerminalEvents(quiet) as events:
+        runner = Runner(pipe, outdir, base, seed, batch_size=batch_size, events=events)
         try:
             runner.record_finished(done)
             if todo:
                 runner.run(todo, len(mine))
         except KeyboardInterrupt:
-            progress.stop()
+            events.stop()
             c = runner.counts
             who = f"process {world.rank}: " if world.size > 1 else ""
             say(f"{who}interrupted after {_elapsed(started)}: made {c.made}, skipped {c.skipped}, failed {c.failed} "
@@ -152,21 +141,6 @@ def _run(world, group, resolved, dev, kernels, base, seed, mine, todo, done, tot
                 "run the same command again to retry them", user_quiet)
     if failed:
         raise typer.Exit(1)
-
-
-def _messages(progress, quiet: bool):
-    """Warnings and failures for the runner, printed above the bars. Failures show even with
-    --quiet and on every torchrun process: they are what a user has to act on."""
-
-    def emit(message: str) -> None:
-        if quiet and not message.startswith("failed"):
-            return
-        if progress.disable:
-            print(message, file=sys.stderr, flush=True)
-        else:
-            progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
-
-    return emit
 
 
 def _elapsed(start: float) -> str:

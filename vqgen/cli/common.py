@@ -1,16 +1,83 @@
-"""Steps that every generating command shares: finding the model, then loading it.
+"""What the generating commands share: their options (defined once), the flag behind each setting
+for messages, finding the model, then loading it.
 
-Split in two so that a command can check its settings against the model's chain length (read
-from two small config files) before paying for the slow load of the weights.
+Finding and loading are split so that a command can check its settings against the model's chain
+length (read from two small config files) before paying for the slow load of the weights.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from typing import Optional
+
 import typer
 
-from .. import defaults
-from ..errors import UsageError
-from .progress import say, status
+from ..errors import SettingError, UsageError, VqgenError
+from .progress import TerminalEvents, say, status
+
+# The flag (or argument) of each library setting, for messages: the library names the setting
+# ("steps 0 is out of range"), the command line names the flag ("--steps 0 is out of range").
+FLAGS = {
+    "model": "--model", "revision": "--revision", "steps": "--steps", "guidance": "--guidance",
+    "truncation": "--truncation", "schedule": "--schedule", "sampler": "--sampler", "purity_weight": "--purity-weight",
+    "seed": "--seed", "num_images": "-n", "device": "--device", "dtype": "--dtype", "quantize": "--quantize",
+    "precision": "--precision", "dry_run": "--dry-run", "batch_size": "--batch-size", "prompt": "PROMPT",
+    "strength": "--strength", "grow": "--grow", "fit": "--fit", "region": "--region", "image": "IMAGE", "mask": "--mask",
+}
+
+
+def flag_message(error: VqgenError) -> str:
+    """The error's line in the command line's words: a setting named by its flag."""
+    if isinstance(error, SettingError):
+        return error.phrased(FLAGS.get(error.setting, error.setting))
+    return str(error)
+
+
+# The generation options that `generate` and `batch` share, defined once (names, flags, help).
+# Settings default to None: "not given", so that vqgen.settings.resolve can tell a value typed on
+# the command line from a default, and let --from-image and the model's recommendations fill in.
+SHARED_OPTIONS = [
+    ("model", Optional[str], typer.Option(None, "--model", "-m", help="Local model folder, bundled model name (shapes) or Hub repo id (default: microsoft/vq-diffusion-ithq).")),
+    ("steps", Optional[int], typer.Option(None, "--steps", help="Denoising steps, 1..T (default: the model's recommendation, else T, its whole chain: 100 for ITHQ; less if its transformer knows fewer timesteps).")),
+    ("guidance", Optional[float], typer.Option(None, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off (half the work per step). Default: the model's recommendation, else 5.")),
+    ("truncation", Optional[float], typer.Option(None, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1]. Default: the model's recommendation, else 1.")),
+    ("schedule", Optional[str], typer.Option(None, "--schedule", help="strided (default): S steps spread over the whole chain; diffusers: the reference's last S steps.")),
+    ("sampler", Optional[str], typer.Option(None, "--sampler", help="posterior (default): the plain posterior; purity: the purity prior of Improved VQ-Diffusion.")),
+    ("purity_weight", Optional[float], typer.Option(None, "--purity-weight", help="How much purity sharpens new tokens (purity sampler; default 1).")),
+    ("revision", Optional[str], typer.Option(None, "--revision", help="Hub branch, tag or commit of --model.")),
+    ("offline", bool, typer.Option(False, "--offline", help="Use only the local cache; never touch the network (also HF_HUB_OFFLINE=1).")),
+    ("device", Optional[str], typer.Option(None, "--device", help="auto (default), cpu, cuda, cuda:N or mps.")),
+    ("dtype", Optional[str], typer.Option(None, "--dtype", help="The transformer's dtype: float32, float16 or bfloat16 (default: bfloat16 on CPUs with bf16 units, else float32; float16 on GPUs).")),
+    ("exact", Optional[bool], typer.Option(None, "--exact", help="The reference's arithmetic: the same image as diffusers, bit for bit (slower on most CPUs).")),
+    ("quantize", Optional[str], typer.Option(None, "--quantize", help="int8: int8 weights and activations in the transformer's Linear layers (CPU; fastest, approximate).")),
+    ("verbose", bool, typer.Option(False, "--verbose", "-v", help="Also say which kernels run (dtype, GEMM path, quantization, CPU flags) and where each setting comes from.")),
+    ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr; stdout still lists the images written.")),
+]
+# The shared options that are settings (vqgen.settings.resolve layers); the rest steer the command.
+SETTING_OPTIONS = ("model", "steps", "guidance", "truncation", "schedule", "sampler", "purity_weight", "revision",
+                   "device", "dtype", "exact", "quantize")
+
+
+def shared_options(command):
+    """Give `command` the SHARED_OPTIONS: typer sees them in its signature (after the command's
+    own parameters), and the command receives them in its **options."""
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+              for name, kind, option in SHARED_OPTIONS]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        return command(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *shared])
+    return wrapper
+
+
+def given_settings(options: dict, **more) -> dict:
+    """The command line's layer for vqgen.settings.resolve: the settings typed on it (None: not given)."""
+    return {**{name: options[name] for name in SETTING_OPTIONS}, **more}
 
 
 def find_model(model: str, *, revision: str | None, offline: bool, quiet: bool):
@@ -18,7 +85,7 @@ def find_model(model: str, *, revision: str | None, offline: bool, quiet: bool):
     from ..hub import resolve_model
     from ..loader import check_model_folder, read_chain
 
-    resolved = resolve_model(model, revision=revision, offline=offline or None, quiet=quiet)
+    resolved = resolve_model(model, revision=revision, offline=offline or None, events=TerminalEvents(quiet))
     check_model_folder(resolved.path)
     return resolved, read_chain(resolved.path)
 
@@ -48,42 +115,12 @@ def check_kernels(device: str, dtype: str | None, exact: bool, quantize: str | N
     plan_for(dev, None if dtype is None else resolve_dtype(dtype, dev), exact=exact, quantize=quantize)
 
 
-# The generation options that `generate` and `batch` share, defined once so that their names,
-# defaults (from defaults.py) and help can never drift apart.
-class Opt:
-    model = typer.Option(defaults.MODEL, "--model", "-m", help="Local model folder, bundled model name (shapes) or Hub repo id.")
-    steps = typer.Option(defaults.STEPS, "--steps", help="Denoising steps, 1..T (default: T, the model's whole chain: 100 for ITHQ; less if its transformer knows fewer timesteps).")
-    guidance = typer.Option(defaults.GUIDANCE, "--guidance", help="Classifier-free guidance scale; 1 turns guidance off (half the work per step).")
-    truncation = typer.Option(defaults.TRUNCATION, "--truncation", help="Keep the most likely codes up to this cumulative probability, in (0, 1].")
-    schedule = typer.Option(defaults.SCHEDULE, "--schedule", help="strided: S steps spread over the whole chain; diffusers: the reference's last S steps.")
-    sampler = typer.Option(defaults.SAMPLER, "--sampler", help="posterior: the plain posterior; purity: the purity prior of Improved VQ-Diffusion.")
-    purity_weight = typer.Option(defaults.PURITY_WEIGHT, "--purity-weight", help="How much purity sharpens new tokens (purity sampler).")
-    revision = typer.Option(None, "--revision", help="Hub branch, tag or commit of --model.")
-    offline = typer.Option(False, "--offline", help="Use only the local cache; never touch the network (also HF_HUB_OFFLINE=1).")
-    device = typer.Option(defaults.DEVICE, "--device", help="auto, cpu, cuda, cuda:N or mps.")
-    dtype = typer.Option(defaults.DTYPE, "--dtype", help="The transformer's dtype: float32, float16 or bfloat16 (default: bfloat16 on CPUs with bf16 units, else float32; float16 on GPUs).")
-    exact = typer.Option(defaults.EXACT, "--exact", help="The reference's arithmetic: the same image as diffusers, bit for bit (slower on most CPUs).")
-    quantize = typer.Option(defaults.QUANTIZE, "--quantize", help="int8: int8 weights and activations in the transformer's Linear layers (CPU; fastest, approximate).")
-    verbose = typer.Option(False, "--verbose", "-v", help="Also say which kernels run (dtype, GEMM path, quantization, CPU flags).")
-    quiet = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr; stdout still lists the images written.")
+def describe_sources(resolved) -> str:
+    """--verbose: each setting with where it came from, in the command line's words."""
+    from ..settings import SETTINGS
 
-
-def recommended_for(ctx, resolved, keep: set[str] = frozenset()) -> dict:
-    """The model's recommended settings (a bundled model's) for the options that the command line
-    did not give and that are not in `keep`. Where the model recommends nothing, defaults.py rules."""
-    from ..bundled import recommended_settings
-
-    given = {name for name in ctx.params if ctx.get_parameter_source(name).name == "COMMANDLINE"}
-    return {k: v for k, v in recommended_settings(resolved.path).items() if k not in given and k not in keep}
-
-
-def validate_basics(steps, guidance, truncation, num_images) -> None:
-    """Checks that need no model, done before the (slow) model load."""
-    from ..pipeline import Settings
-
-    Settings(steps=steps, guidance=guidance, truncation=truncation).validate(None)
-    if num_images < 1:
-        raise UsageError(f"-n {num_images}: the number of images must be at least 1")
+    labels = {"given": "command line", "image": "--from-image", "model": "model's vqgen.json", "default": "default"}
+    return "settings: " + resolved.describe(("model", *SETTINGS), labels, FLAGS)
 
 
 def read_vqgen_record(path, what: str) -> dict:

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from . import app
-from .progress import say
+from .progress import TerminalEvents, say
 
 
 @app.command()
@@ -26,7 +26,7 @@ def download(
     """
     from ..hub import ensure, human, short
 
-    outcome = ensure(repo_id, revision=revision, precision=precision, quiet=quiet, dry_run=dry_run)
+    outcome = ensure(repo_id, revision=revision, precision=precision, events=TerminalEvents(quiet), dry_run=dry_run)
     plan, resolved = outcome.plan, outcome.resolved
     if dry_run:
         # The listing is what was asked for, so it goes to stdout.

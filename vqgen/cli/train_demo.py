@@ -41,5 +41,5 @@ def train_demo(
         cfg = replace(cfg, steps=steps)
     if vq_steps is not None:
         cfg = replace(cfg, vq_steps=vq_steps)
-    main(output, cfg, evaluate=evaluate and not smoke)
+    main(output, cfg, evaluate=evaluate and not smoke, on_log=lambda line: print(line, flush=True))
     print(output, flush=True)

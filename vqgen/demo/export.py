@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import TRANSFORMER_RULES, VQVAE_RULES, rename
+from ..layout import NULL_FOLDER, PIPELINE_CLASS
 
 DIFFUSERS_VERSION = "0.42.1"
-NULL_FOLDER = "learned_classifier_free_sampling_embeddings"
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizer
@@ -167,7 +167,7 @@ def export_folder(folder: Path, *, transformer, vqvae, text_model, null: torch.T
     suffix = ".fp16" if dtype == torch.float16 else ""
     tcfg, vcfg = transformer.cfg, vqvae.cfg
 
-    _write_json(folder / "model_index.json", _head("VQDiffusionPipeline") | {
+    _write_json(folder / "model_index.json", _head(PIPELINE_CLASS) | {
         NULL_FOLDER: ["vq_diffusion", "LearnedClassifierFreeSamplingEmbeddings"],
         "scheduler": ["diffusers", "VQDiffusionScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"],

@@ -123,13 +123,16 @@ def lr_at(step: int, total: int, warmup: int) -> float:
 
 
 class Log:
-    def __init__(self, quiet: bool = False):
+    """Training progress lines, "[  12.3s] message", handed to on_log (nothing is printed here;
+    `vqgen train-demo` prints them)."""
+
+    def __init__(self, quiet: bool = False, on_log=None):
         self.start = time.monotonic()
-        self.quiet = quiet
+        self.quiet, self.on_log = quiet, on_log
 
     def __call__(self, message: str) -> None:
-        if not self.quiet:
-            print(f"[{time.monotonic() - self.start:7.1f}s] {message}", flush=True)
+        if not self.quiet and self.on_log is not None:
+            self.on_log(f"[{time.monotonic() - self.start:7.1f}s] {message}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,24 +231,6 @@ def transformer_config(cfg: TrainConfig, side: int) -> TransformerConfig:
                              head_dim=cfg.head_dim, num_layers=cfg.layers, text_dim=cfg.text_width, num_timesteps=100)
 
 
-def _ada(norm, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """AdaLayerNorm with one timestep per sample (vqgen's module shares one t across the batch)."""
-    scale, shift = norm.proj(F.silu(norm.time(t))).chunk(2, dim=-1)  # (B, D) each
-    return F.layer_norm(x, x.shape[-1:], eps=1e-5) * (1 + scale[:, None]) + shift[:, None]
-
-
-def logits_per_sample_t(model: DiscreteTransformer, ids: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """The transformer's forward with a timestep per sample; unnormalised logits (B, N, K-1).
-    Same parameters and maths as DiscreteTransformer.forward (checked in the tests)."""
-    positions = (model.row_embedding.weight[:, None] + model.col_embedding.weight[None, :]).flatten(0, 1)
-    h = model.token_embedding(ids) + positions
-    for block, kv in zip(model.blocks, model.text_memory(text)):
-        h = block.attn1(_ada(block.norm1, h, t)) + h
-        h = block.attn2(_ada(block.norm2, h, t), kv) + h
-        h = block.ff(block.norm3(h)) + h
-    return model.head(model.norm_out(h))
-
-
 def x0_loss(logits: torch.Tensor, x0: torch.Tensor, corrupt: torch.Tensor, visible_weight: float) -> torch.Tensor:
     """Mean cross-entropy of x0 at corrupted positions, plus visible_weight times the mean at the
     positions left as they were. The second term teaches the network to give back a visible token:
@@ -287,12 +272,12 @@ def caption_table(tokenizer, length: int, templates: tuple[str, ...] = shapes.CA
     return torch.tensor(rows)
 
 
-def train(cfg: TrainConfig = TrainConfig(), quiet: bool = False, work_dir: Path | None = None) -> Trained:
+def train(cfg: TrainConfig = TrainConfig(), quiet: bool = False, work_dir: Path | None = None, on_log=None) -> Trained:
     import tempfile
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    log = Log(quiet)
+    log = Log(quiet, on_log)
     device = torch.device(cfg.device)
     stats: dict = {"config": cfg}
 
@@ -373,7 +358,7 @@ def train(cfg: TrainConfig = TrainConfig(), quiet: bool = False, work_dir: Path 
 
         text = encode_text(text_model, cap.to(device))
         text = torch.where(drop.to(device)[:, None, None], null[None], text)
-        logits = logits_per_sample_t(model, xt.to(device), t.to(device), text)
+        logits = model.logits(xt.to(device), t.to(device), model.text_memory(text))  # a timestep per sample
         loss = x0_loss(logits, x0.to(device), corrupt.to(device), cfg.visible_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -410,8 +395,9 @@ def save(trained: Trained, folder: Path, dtype: torch.dtype = torch.float16) -> 
 def quick_accuracy(folder: Path, unseen: bool = False, seeds: int = 1, device: str = "cpu") -> float:
     """Judge accuracy on canonical captions of seen (or unseen) combinations at the bundled model's
     recommended settings, one batch per seed."""
-    from ..bundled import RECOMMENDED_SETTINGS
+    from ..bundled import BUNDLED
     from ..pipeline import Pipeline, Settings
+    from ..settings import model_recommended
     from .judge import judge, score
 
     pipe = Pipeline.from_folder(folder, device=device, dtype="float32")
@@ -419,16 +405,17 @@ def quick_accuracy(folder: Path, unseen: bool = False, seeds: int = 1, device: s
     prompts = [shapes.canonical_caption(*c) for c in combos]
     right = 0
     for s in range(seeds):
-        gen = pipe.generate(prompts, [1000 * s + i for i in range(len(prompts))], Settings(**RECOMMENDED_SETTINGS["shapes"]))
+        gen = pipe.generate(prompts, [1000 * s + i for i in range(len(prompts))], Settings(**model_recommended(BUNDLED["shapes"])))
         right += sum(score(c, judge(im)) for c, im in zip(combos, gen.images))
     return right / (len(prompts) * seeds)
 
 
-def main(output: Path, cfg: TrainConfig = TrainConfig(), evaluate: bool = True, quiet: bool = False) -> Trained:
-    trained = train(cfg, quiet=quiet)
+def main(output: Path, cfg: TrainConfig = TrainConfig(), evaluate: bool = True, quiet: bool = False, on_log=None) -> Trained:
+    """Train, save to output, and (evaluate) judge the result; progress lines go to on_log."""
+    trained = train(cfg, quiet=quiet, on_log=on_log)
     save(trained, output)
-    if evaluate and not quiet:
+    if evaluate and not quiet and on_log is not None:
         seen, unseen = quick_accuracy(output), quick_accuracy(output, unseen=True, seeds=4)
-        print(f"accuracy at the recommended settings: seen combinations {seen:.1%} (80 images), "
-              f"unseen {unseen:.1%} (40 images)", flush=True)
+        on_log(f"accuracy at the recommended settings: seen combinations {seen:.1%} (80 images), "
+               f"unseen {unseen:.1%} (40 images)")
     return trained
