@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 import zlib
 
 import numpy as np
@@ -440,3 +441,148 @@ def test_edit_batch_with_different_sources_and_starts(pipe, source):
     alone = pipe.edit_sources([b], ["a green square in the bottom right"], [2], settings, opts)
     assert np.array_equal(pixels(together.images[1]), pixels(alone.images[0]))
     assert [e.source for e in together.edits] == [a, b, a]
+
+
+# ------------------------------------------------------------------------------------------
+# The command: vqgen edit, vqgen info, --from-image, vqgen batch
+
+
+def cli(capsys, *args):
+    from vqgen.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def files(tmp_path, source):
+    source.save(tmp_path / "src.png")
+    quadrant_mask("top left").save(tmp_path / "mask.png")
+    Image.new("L", (64, 64), 255).save(tmp_path / "white.png")
+    Image.new("L", (64, 64), 0).save(tmp_path / "black.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    _png_header_only(tmp_path / "bomb.png", 9_000, 9_000)
+    return tmp_path
+
+
+def test_cli_full_white_mask_is_generate(capsys, files):
+    t = files
+    code, out, err = cli(capsys, "edit", t / "src.png", "a blue square in the center", "--mask", t / "white.png", "-m", "shapes",
+                         "--seed", 3, "-o", t / "e.png", "--exact", "-q")
+    assert code == 0, err
+    assert out.splitlines() == [str(t / "e.png")] and err == ""
+    code, out, err = cli(capsys, "a blue square in the center", "-m", "shapes", "--seed", 3, "-o", t / "g.png", "--exact", "-q")
+    assert code == 0, err
+    assert np.array_equal(pixels(Image.open(t / "e.png")), pixels(Image.open(t / "g.png")))
+
+
+def test_cli_edit_metadata_info_and_from_image(capsys, files):
+    import hashlib
+    import json
+
+    t = files
+    code, out, err = cli(capsys, "edit", t / "src.png", "a blue square in the top left", "--mask", t / "mask.png", "-m", "shapes",
+                         "--seed", 1, "-n", 2, "-o", t / "e.png", "--exact", "--json", "-q")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["path"] for r in rows] == [str(t / "e-0.png"), str(t / "e-1.png")]
+    edit = rows[0]["edit"]
+    assert edit["image_sha256"] == hashlib.sha256((t / "src.png").read_bytes()).hexdigest()
+    assert edit["mask_sha256"] == hashlib.sha256((t / "mask.png").read_bytes()).hexdigest()
+    assert edit["strength"] == 1.0 and edit["grow"] == 2 and edit["fit"] == "crop" and edit["paste"] is True
+    code, out, err = cli(capsys, "info", t / "e-1.png")
+    assert code == 0 and "edit.image_sha256" in out and "edit.strength" in out
+    code, out, err = cli(capsys, "info", t / "e-1.png", "--json")
+    assert json.loads(out)["edit"] == rows[1]["edit"] and json.loads(out)["seed"] == 2
+    assert "Edit: inpainting" in Image.open(t / "e-1.png").text["parameters"]
+    # --from-image with the same IMAGE and MASK: the same image again.
+    code, out, err = cli(capsys, "edit", t / "src.png", "--mask", t / "mask.png", "--from-image", t / "e-1.png", "-o", t / "again.png", "-q")
+    assert code == 0, err
+    assert np.array_equal(pixels(Image.open(t / "again.png")), pixels(Image.open(t / "e-1.png")))
+    # ... and one clear line when they are not the files it was made from.
+    before = sorted(p.name for p in t.iterdir())
+    for args, needle in [
+        ((t / "photo.png", "--mask", t / "mask.png"), "is not the file --from-image"),
+        ((t / "src.png",), "was made with a mask; give the same --mask"),
+        ((t / "src.png", "--mask", t / "white.png"), "--mask"),
+    ]:
+        code, out, err = cli(capsys, "edit", *args, "--from-image", t / "e-1.png", "-o", t / "x.png")
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and needle in err, err
+    code, out, err = cli(capsys, "edit", t / "src.png", "--from-image", t / "src.png", "-o", t / "x.png")
+    assert code == 2 and "carries no vqgen metadata" in err
+    assert sorted(p.name for p in t.iterdir()) == before
+    code, out, err = cli(capsys, "a red circle", "-m", "shapes", "--steps", 2, "-o", t / "g.png", "-q")
+    assert code == 0, err
+    code, out, err = cli(capsys, "edit", t / "src.png", "--from-image", t / "g.png", "-o", t / "x.png")
+    assert code == 2 and "was not made by vqgen edit" in err and not (t / "x.png").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("nope.png", "x", "--mask", "mask.png"), "IMAGE 'nope.png': no such file"),
+    (("src.png", "x", "--mask", "nope.png"), "--mask 'nope.png': no such file"),
+    (("notes.png", "x"), "is not an image"),
+    (("src.png", "x", "--mask", "notes.png"), "is not an image"),
+    (("src.png", "x", "--mask", "black.png"), "has nothing to repaint: it is all black"),
+    (("src.png", "x", "--mask", "photo.png"), "does not look like a mask: read by its brightness"),
+    (("bomb.png", "x"), "refused before decoding"),
+    (("src.png", "x", "--strength", "0"), "--strength 0.0 is out of range"),
+    (("src.png", "x", "--strength", "1.5"), "--strength 1.5 is out of range"),
+    (("src.png", "x", "--strength", "-1"), "--strength -1.0 is out of range"),
+    (("src.png", "x", "--grow", "-1"), "--grow -1 is out of range"),
+    (("src.png", "x", "--fit", "zoom"), "unknown fit 'zoom'"),
+    (("src.png", "x", "--region", "1,2,3"), "--region"),
+    (("src.png",), "no PROMPT given"),
+    ((), "no IMAGE given"),
+])
+def test_cli_bad_input_one_line_exit_2_nothing_written(capsys, files, monkeypatch, args, needle):
+    monkeypatch.chdir(files)
+    before = sorted(p.name for p in files.iterdir())
+    code, out, err = cli(capsys, "edit", *args, "-m", "shapes", "-o", "out.png")
+    assert code == 2, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vqgen: error: ") and "Traceback" not in err
+    assert needle in lines[0], lines[0]
+    assert sorted(p.name for p in files.iterdir()) == before
+
+
+def test_batch_lines_with_image_mask_and_strength(capsys, files):
+    import json
+
+    t = files
+    sub = t / "prompts"
+    sub.mkdir()
+    (sub / "p.jsonl").write_text("\n".join(json.dumps(o) for o in [
+        {"prompt": "a blue square in the top left", "image": "../src.png", "mask": "../mask.png", "seed": 1},
+        {"prompt": "a red circle in the top left", "image": str(t / "src.png"), "strength": 0.3, "seed": 4},
+        {"prompt": "a green triangle in the center", "seed": 3},
+    ]) + "\n")
+    code, out, err = cli(capsys, "batch", sub / "p.jsonl", t / "out", "-m", "shapes", "--exact", "-q")
+    assert code == 0, err
+    made = [Path(p) for p in out.splitlines()]
+    assert len(made) == 3
+    code, _, err = cli(capsys, "edit", t / "src.png", "a blue square in the top left", "--mask", t / "mask.png", "-m", "shapes",
+                       "--seed", 1, "-o", t / "one.png", "--exact", "-q")
+    assert code == 0, err
+    assert np.array_equal(pixels(Image.open(made[0])), pixels(Image.open(t / "one.png")))
+    from vqgen.metadata import read_record
+    assert read_record(made[1])["edit"]["strength"] == 0.3 and "edit" not in read_record(made[2])
+    manifest = [json.loads(line) for line in (t / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert manifest[0]["edit"]["mask_sha256"] and manifest[1]["edit"]["mask_sha256"] is None
+    # Re-running skips all three; another strength for the same file name is refused, not overwritten.
+    code, out, err = cli(capsys, "batch", sub / "p.jsonl", t / "out", "-m", "shapes", "--exact", "-q")
+    assert code == 0 and out == ""
+    (sub / "p.jsonl").write_text((sub / "p.jsonl").read_text().replace('"strength": 0.3', '"strength": 0.5'))
+    code, out, err = cli(capsys, "batch", sub / "p.jsonl", t / "out", "-m", "shapes", "--exact", "-q")
+    assert code == 2 and "another source image, mask or strength" in err
+    # Bad lines: one line naming the line, before any model loads.
+    for line, needle in [({"prompt": "x", "mask": "../mask.png"}, '"mask" needs "image"'),
+                         ({"prompt": "x", "image": "../nope.png"}, "p2.jsonl:1: image"),
+                         ({"prompt": "x", "image": "../src.png", "mask": "../black.png"}, "nothing to repaint"),
+                         ({"prompt": "x", "image": "../src.png", "strength": 0}, "strength 0.0 is out of range")]:
+        (sub / "p2.jsonl").write_text(json.dumps(line) + "\n")
+        code, out, err = cli(capsys, "batch", sub / "p2.jsonl", t / "out2", "-m", "shapes")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+        assert not (t / "out2").exists() or not any((t / "out2").iterdir())
