@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,7 @@ INPAINT: list[tuple[str, dict, dict]] = [
     ("hole encoded as it is (no fill)", dict(fill="none"), {}),
     ("grow 1, hole encoded as it is (no fill)", dict(grow=1, fill="none"), {}),
     ("kept tokens re-noised by q(x_s given x0) each step", dict(keep="noised"), {}),
+    ("start where ctt[t] = the hole's share, kept tokens re-noised", dict(start="match", keep="noised"), {}),
     ("kept tokens free (set at the start only, never clamped)", dict(keep="free"), {}),
     ("decoded with the source's kept tokens around the hole (no predicted context)", dict(context="source"), {}),
     ("guidance 2 (a generation setting; the model recommends 1)", {}, dict(guidance=2.0)),
@@ -127,9 +129,11 @@ def outside_mad(image, source, mask: np.ndarray) -> float:
     return float(diff[away].mean())
 
 
-def inpaint_rows(pipe, sources, targets, batch: int, only_default: bool):
+def inpaint_rows(pipe, sources, targets, batch: int, only_default: bool, only: str | None = None):
     rows = []
     variants = INPAINT[:1] if only_default else INPAINT
+    if only:
+        variants = [v for v in variants if re.search(only, v[0])]
     for label, overrides, setting_overrides in variants:
         prepared, raws, infos, seconds = run_inpaint(pipe, sources, targets, overrides, batch, setting_overrides)
         feathers = PASTES if label.startswith("base") else PASTES[:1] + PASTES[-1:]
@@ -181,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=80)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="the default inpainting setting and strength 0.3 only")
+    parser.add_argument("--only", default=None, help="regex: only the inpainting rows whose label matches (and no variations)")
     parser.add_argument("--write", type=Path, default=None, help="markdown file for the tables (between the bench markers)")
     args = parser.parse_args(argv)
 
@@ -194,11 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     head_i = [f"| inpainting ({len(sources)} edits) | written image | repainted right | outside-mask difference (0-255) | kept tokens changed | seconds per edit |",
               "|---|---|---|---|---|---|"]
     print("\n".join(head_i), flush=True)
-    irows = inpaint_rows(pipe, sources, targets, args.batch, args.quick)
+    irows = inpaint_rows(pipe, sources, targets, args.batch, args.quick, args.only)
     head_v = [f"| variation strength ({len(sources)} images) | start timestep | steps | attributes kept | mean pixel difference | tokens changed | seconds per image |",
               "|---|---|---|---|---|---|---|"]
     print("\n".join(head_v), flush=True)
-    vrows = variation_rows(pipe, sources, args.batch, (0.3,) if args.quick else STRENGTHS)
+    vrows = [] if args.only else variation_rows(pipe, sources, args.batch, (0.3,) if args.quick else STRENGTHS)
 
     table_i = [f"| {a} | {b} | {c:.1%} | {d:.2f} | {e:.2%} | {f:.3f} |" for a, b, c, d, e, f, _ in irows]
     table_v = [f"| {s} | {t} | {n} | {k:.1%} | {m:.1f} | {ch:.1%} | {sec:.3f} |" for s, t, n, k, m, ch, sec, _ in vrows]
