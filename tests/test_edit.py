@@ -87,7 +87,7 @@ def test_full_mask_is_generation_for_every_keep_mode(pipe, source):
 def test_inpainting_repaints_the_hole_and_keeps_the_rest(pipe, source):
     mask = quadrant_mask("top left")
     result = pipe.edit(source, "a blue square in the top left", mask, seed=1, num_images=3)
-    assert result.edits[0].start_timestep < 99  # the default start: where ctt[t] is the hole's share
+    assert result.edits[0].start_timestep == 99 and result.edits[0].options.keep == "noised"  # the defaults
     fitted = pixels(source)
     pixel_mask = np.asarray(mask) > 0
     outside = ~np.asarray(Image.fromarray(pixel_mask).resize((64, 64)))
@@ -122,7 +122,7 @@ def test_predicted_context_changes_only_the_decoding(pipe, source):
     blue tokens decode purple. Re-predicting the kept positions from the new content for decoding
     (then pasting the original pixels back) gives the colour asked for."""
     mask = quadrant_mask("top left")
-    kwargs = dict(seed=1, num_images=2)
+    kwargs = dict(seed=1, num_images=2, keep="clamp", start="top")
     predicted = pipe.edit(source, "a blue square in the top left", mask, context="predicted", **kwargs)
     kept_source = pipe.edit(source, "a blue square in the top left", mask, context="source", **kwargs)
     for a, b in zip(predicted.edits, kept_source.edits):

@@ -11,8 +11,10 @@ An edit starts from a source image instead of all masks:
 3. the repainted tokens start from x_t ~ q(x_t | x0 = the source's tokens) at the timestep t whose
    corruption matches `strength` (strength 1: the mask token everywhere in the hole, as generation
    starts); the others are the source's tokens;
-4. the usual reverse chain runs from t, and the kept tokens are put back after every step (the last
-   included), so only the hole can change;
+4. the usual reverse chain runs from t, and the kept tokens are put back after every step: drawn
+   again from q(x_s | x0) at the step's noise level (keep="noised", the default: the network sees
+   the whole grid at the noise level it was trained for), or the source's tokens themselves
+   (keep="clamp"); after the last step they are the source's tokens, so only the hole can change;
 5. the decoded image gets the original pixels back outside the mask, blended over a feathered edge
    (the VQ-VAE's reconstruction of untouched regions is lossy).
 
@@ -20,8 +22,10 @@ With every token repainted and strength 1 this is plain generation, bit for bit:
 the same timesteps, the same random draws.
 
 Random numbers, per image (its own generator, seeded with its seed): with strength below 1, first
-two draws of N uniforms (which tokens are corrupted, and to which class), then the chain's draws
-exactly as in generation. Nothing here prints or imports the CLI.
+two draws of N uniforms (which tokens are corrupted, and to which class); with keep="noised" and
+kept tokens, two more for theirs; then each step's draw exactly as in generation, followed (keep
+="noised", kept tokens, not after the last step) by two draws of N for the kept tokens. An image
+with nothing kept draws exactly what generation draws. Nothing here prints or imports the CLI.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ class EditOptions:
     paste: bool = defaults.EDIT_PASTE  # original pixels outside the mask
     feather: int | None = defaults.EDIT_FEATHER  # pixels of the blend ramp outside the mask; None: half a token cell
     start: str = defaults.EDIT_START  # strength 1 with a mask: start at T-1 ("top") or where ctt matches the hole ("match")
-    keep: str = "clamp"  # kept tokens: re-imposed clean after every step, re-noised, or left free
+    keep: str = defaults.EDIT_KEEP  # kept tokens after every step: re-drawn from q(x_s | x0) ("noised"), the source's ("clamp"), or left ("free")
     fill: str = "median"  # before encoding, the masked pixels become the kept pixels' median colour ("none": as they are)
     context: str = "predicted"  # with paste-back, what the decoder sees around the hole: "predicted" from the new content, or the "source"'s tokens
 
