@@ -33,3 +33,16 @@ SLUG_MAX_CHARS = 60
 # `vqgen train-demo`: the seed that made the bundled shapes model (how it was chosen: TRAINING.md
 # beside the model).
 DEMO_TRAIN_SEED = 1
+
+# `vqgen edit` / Pipeline.edit (editing.py). Chosen by bench/bench_edit.py on the shapes yardstick
+# (docs/editing.md): strength 1 repaints the masked tokens from the mask token, from the top of the
+# chain, the kept tokens noised like the rest at every step; the masked region
+# grows by 2 tokens; the image is centre-cropped to the model's size; the original pixels are
+# pasted back outside the mask over a feathered edge (None: half a token cell wide).
+EDIT_STRENGTH = 1.0
+EDIT_GROW = 2
+EDIT_START = "top"  # strength 1 with a mask: the chain starts at T-1 ("match": where ctt[t] equals the hole's share)
+EDIT_KEEP = "noised"  # the kept tokens are re-drawn from q(x_s | x0) after every step, and are x0 after the last
+EDIT_FIT = "crop"
+EDIT_PASTE = True
+EDIT_FEATHER = None

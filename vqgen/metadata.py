@@ -17,8 +17,9 @@ PARAMETERS_KEY = "parameters"
 JSON_KEY = "vqgen"
 
 
-def image_record(pipe, prompt: str, seed: int, settings) -> dict:
-    """The reproducibility record of one image made by `pipe`."""
+def image_record(pipe, prompt: str, seed: int, settings, edit=None) -> dict:
+    """The reproducibility record of one image made by `pipe`; for an edit (an editing.EditInfo),
+    also "edit": what it was made from (source and mask SHA-256) and the edit settings."""
     import torch
     import transformers
 
@@ -45,6 +46,7 @@ def image_record(pipe, prompt: str, seed: int, settings) -> dict:
         "mode": pipe.plan.mode,  # exact | fast | int8: with dtype and device, how to make it again
         "kernels": pipe.plan.describe(),
         "versions": {"vqgen": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        **({"edit": edit.record()} if edit is not None else {}),
     }
 
 
@@ -61,9 +63,22 @@ def parameters_text(record: dict) -> str:
         ("Model", record["model"]),
         *([("Mode", record["mode"])] if record.get("mode") else []),
         *([("Model hash", record["commit"])] if record.get("commit") else []),
+        *_edit_pairs(record.get("edit")),
         ("Version", f"vqgen {record['versions']['vqgen']}"),
     ]
     return record["prompt"] + "\n" + ", ".join(f"{k}: {v}" for k, v in pairs)
+
+
+def _edit_pairs(edit: dict | None) -> list[tuple[str, object]]:
+    if not edit:
+        return []
+    pairs = [("Edit", "inpainting" if edit.get("mask_sha256") or edit.get("region") else "variation"),
+             ("Strength", edit.get("strength")), ("Source hash", str(edit.get("image_sha256", ""))[:12])]
+    if edit.get("mask_sha256"):
+        pairs.append(("Mask hash", edit["mask_sha256"][:12]))
+    if edit.get("region"):
+        pairs.append(("Region", ",".join(str(v) for v in edit["region"])))
+    return pairs
 
 
 def png_info(record: dict):

@@ -27,7 +27,7 @@ from .kernels import Plan, plan_for
 from .layout import ResolvedModel
 from .loader import Components, load_components
 from .sampling import apply_guidance, gumbel_sample, posterior_logits, purity_step, truncate
-from .schedule import Chain, timesteps_for
+from .schedule import Chain, timesteps_for, timesteps_from
 from .settings import SAMPLERS, SETTINGS, Resolved, Settings, check, model_recommended, resolve  # noqa: F401 (SAMPLERS: API)
 from .vqvae import to_uint8
 
@@ -46,6 +46,7 @@ class Generation:
     settings: Settings
     timesteps: list[int]
     warnings: list[str] = field(default_factory=list)
+    edits: list | None = None  # for an edit: one editing.EditInfo per image
 
 
 ImagesCallback = Callable[[int, "Generation"], None]  # (index of the chunk's first image, the chunk)
@@ -102,20 +103,7 @@ class Pipeline:
         the model's recommendation or defaults.py's. Any number of images runs in chunks of
         chunk_size: on_images(first, chunk) sees each chunk as soon as it is made, on_step(done,
         total) each step of each chunk; events (vqgen.events.Events) gets the same and the warnings."""
-        if isinstance(prompt, str):
-            check("num_images", num_images)
-            prompts = [prompt] * num_images
-        else:
-            prompts = list(prompt)
-            if not prompts:
-                raise SettingError("prompt", prompts, "at least one prompt", "{name}: an empty list; give {allowed}")
-        if seed is None or isinstance(seed, int):
-            base = random_seed() if seed is None else int(seed)
-            seeds = [base + i for i in range(len(prompts))]
-        else:
-            seeds = [int(s) for s in seed]
-            if len(seeds) != len(prompts):
-                raise SettingError("seed", f"list of {len(seeds)}", f"one seed per image ({len(prompts)})", "{name}: a {value}; give {allowed}")
+        prompts, seeds = self._prompts_and_seeds(prompt, seed, num_images)
         return self.run(prompts, seeds, self.resolve(**settings).settings, events=events, on_step=on_step,
                         on_images=on_images, chunk_size=chunk_size)
 
@@ -175,9 +163,12 @@ class Pipeline:
         return text, warnings
 
     @torch.inference_mode()
-    def generate_tokens(self, prompts, seeds, settings: Settings, on_step=None, inspect=None):
+    def generate_tokens(self, prompts, seeds, settings: Settings, on_step=None, inspect=None, edit=None):
         """(tokens (B, N), timesteps, warnings). inspect(t, x_t, log p(x0 | x_t)), if given, sees each
-        step's input and the network's guided output before truncation (for measurements)."""
+        step's input and the network's guided output before truncation (for measurements).
+
+        edit (an editing.TokenEdit): start from the source's tokens at edit.start_timestep instead of
+        all masks at the top, and put the kept tokens back after every step (editing.py)."""
         settings.validate(self.chain)  # here, not only in generate: a step beyond the chain would crash
         c, device = self.c, self.device
         cfg = c.transformer.cfg
@@ -192,14 +183,20 @@ class Pipeline:
 
         # 3. Which timesteps, and the transition tables for each jump, all on the device up front.
         steps = settings.steps or self.num_timesteps
-        timesteps = timesteps_for(settings.schedule, self.num_timesteps, steps)
+        if edit is None:
+            timesteps = timesteps_for(settings.schedule, self.num_timesteps, steps)
+        else:
+            timesteps = timesteps_from(settings.schedule, self.num_timesteps, steps, edit.start_timestep)
         transitions = c.schedule.transitions(timesteps, timesteps[1:] + [-1])
         transitions = [type(tr)(*(v.to(device) for v in vars(tr).values())) for tr in transitions]
         t_tensors = [torch.tensor(t, device=device) for t in timesteps]
         generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
-        # 4. The reverse chain from all masks.
-        x = torch.full((B, cfg.num_tokens), cfg.mask_id, dtype=torch.long, device=device)
+        # 4. The reverse chain from all masks (or, for an edit, from the source's noised tokens).
+        if edit is None:
+            x = torch.full((B, cfg.num_tokens), cfg.mask_id, dtype=torch.long, device=device)
+        else:
+            x = edit.initial(timesteps[0], generators)
         for i, t in enumerate(t_tensors):
             logp = c.transformer(torch.cat([x, x]) if guided else x, t, memory)  # (B or 2B, K-1, N)
             if guided:
@@ -214,8 +211,20 @@ class Pipeline:
                 x = purity_step(logp, x, [keep] * B, settings.purity_weight, generators)
             else:
                 x = gumbel_sample(posterior_logits(logp, x, transitions[i]), generators)
+            if edit is not None:
+                x = edit.after_step(x, timesteps[i + 1] if i + 1 < len(timesteps) else -1, generators)
             if on_step is not None:
                 on_step(i + 1, len(t_tensors))
+        if edit is not None and edit.context_timestep is not None:
+            # What the decoder will see around the hole (editing.py, "context"): the kept positions
+            # masked, the new tokens as drawn, one more network call, the most likely token at each
+            # kept position. No random numbers.
+            x_in = edit.context_input(x)
+            t = torch.tensor(edit.context_timestep, device=device)
+            logp = c.transformer(torch.cat([x_in, x_in]) if guided else x_in, t, memory)
+            if guided:
+                logp = apply_guidance(logp, settings.guidance)
+            edit.decode_tokens = edit.with_context(x, truncate(logp, settings.truncation).argmax(dim=1))
         return x, timesteps, warnings
 
     @torch.inference_mode()
@@ -227,3 +236,158 @@ class Pipeline:
         # algorithm (and different last bits) for a different batch size.
         return [Image.fromarray(to_uint8(self.c.vqvae.decode(row[None], cfg.height, cfg.width))[0].cpu().numpy())
                 for row in tokens]
+
+    # ----------------------------------------------------------------------------------------
+    # Editing (editing.py): inpainting with a mask, variations without one.
+
+    def edit(self, image, prompt: str | list[str], mask=None, *, strength: float | None = None,
+             seed: int | list[int] | None = None, num_images: int = defaults.NUM_IMAGES, on_step: StepCallback | None = None,
+             on_images: ImagesCallback | None = None, events: Events | None = None, chunk_size: int = defaults.CHUNK_SIZE,
+             region=None, grow: int | None = None, fit: str | None = None, paste: bool | None = None,
+             feather: int | None = None, start: str | None = None, keep: str | None = None, fill: str | None = None,
+             context: str | None = None, **settings) -> Generation:
+        """Repaint the white (or opaque) part of `mask` on `image` following `prompt`; without a mask,
+        a variation of the whole image. image/mask: a file path, a PIL image or a uint8 array, any
+        size and mode. strength in (0, 1] (default 1): how far back along the chain the repainted
+        tokens go (1: from the mask token, as generation; 0.3: a close variation). region: (x0, y0,
+        x1, y1) pixels of the image to repaint (with a mask: both). grow: tokens added around the
+        mask; fit: crop, pad or stretch to the model's size; paste: the original pixels outside the
+        mask. Prompts, seeds, settings, chunks and callbacks as in __call__. Returns the same
+        Generation, with .edits (one editing.EditInfo per image) saying what each was made from.
+        With every pixel masked and strength 1 it is __call__'s image, bit for bit."""
+        from .editing import EditOptions
+        from .settings import EDIT_DEFAULTS
+
+        prompts, seeds = self._prompts_and_seeds(prompt, seed, num_images)
+        edit = resolve(dict(strength=strength, grow=grow, fit=fit, paste=paste, region=region), fallback=EDIT_DEFAULTS).values
+        extra = {k: v for k, v in dict(feather=feather, start=start, keep=keep, fill=fill, context=context).items() if v is not None}
+        options = EditOptions(strength=edit["strength"], grow=edit["grow"], fit=edit["fit"], paste=edit["paste"], **extra)
+        options.validate()
+        run_settings = self.resolve(**settings).settings
+        source = self.prepare_source(image, mask, region=edit["region"], fit=options.fit, grow=options.grow)
+        return self.run_edits([source] * len(prompts), prompts, seeds, run_settings, options, events=events,
+                              on_step=on_step, on_images=on_images, chunk_size=chunk_size)
+
+    def _prompts_and_seeds(self, prompt, seed, num_images) -> tuple[list[str], list[int]]:
+        if isinstance(prompt, str):
+            check("num_images", num_images)
+            prompts = [prompt] * num_images
+        else:
+            prompts = list(prompt)
+            if not prompts:
+                raise SettingError("prompt", prompts, "at least one prompt", "{name}: an empty list; give {allowed}")
+        if seed is None or isinstance(seed, int):
+            base = random_seed() if seed is None else int(seed)
+            return prompts, [base + i for i in range(len(prompts))]
+        seeds = [int(s) for s in seed]
+        if len(seeds) != len(prompts):
+            raise SettingError("seed", f"list of {len(seeds)}", f"one seed per image ({len(prompts)})", "{name}: a {value}; give {allowed}")
+        return prompts, seeds
+
+    def run_edits(self, sources: list, prompts: list[str], seeds: list[int], settings: Settings, options, *,
+                  events: Events | None = None, on_step: StepCallback | None = None, on_images: ImagesCallback | None = None,
+                  chunk_size: int = defaults.CHUNK_SIZE) -> Generation:
+        """Edits of sources[i] (editing.EditSource) with prompts[i] and seeds[i], in chunks, with
+        the same callbacks and events as run()."""
+        events = events or NO_EVENTS
+        if chunk_size < 1:
+            raise SettingError("chunk_size", chunk_size, "at least 1")
+        total = len(prompts)
+        images, warnings, timesteps, edits = [], [], [], []
+
+        def step(done: int, of: int) -> None:
+            events.step(done, of)
+            if on_step is not None:
+                on_step(done, of)
+
+        for first in range(0, total, chunk_size):
+            last = min(first + chunk_size, total)
+            label = "editing" if total == 1 else f"images {first + 1}-{last} of {total}"
+            part = self.edit_sources(sources[first:last], prompts[first:last], seeds[first:last], settings, options,
+                                     on_step=step, events=events, label=label)
+            for warning in dict.fromkeys(part.warnings):
+                events.warning(warning)
+            if on_images is not None:
+                on_images(first, part)
+            images += part.images
+            edits += part.edits
+            warnings += [w for w in part.warnings if w not in warnings]
+            timesteps = part.timesteps
+        return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings, edits)
+
+    def edit_timesteps(self, source, options, settings: Settings) -> list[int]:
+        """The timesteps an edit of `source` runs (its first is where the chain starts)."""
+        return timesteps_from(settings.schedule, self.num_timesteps, settings.steps or self.num_timesteps,
+                              self.edit_start(source, options))
+
+    def prepare_source(self, image, mask=None, *, region=None, fit: str = defaults.EDIT_FIT, grow: int = defaults.EDIT_GROW):
+        """An editing.EditSource at this model's size and token grid."""
+        from .editing import prepare_source
+
+        return prepare_source(image, mask, size=self.image_size, cell=self.c.vqvae.cfg.scale, fit=fit, grow=grow, region=region)
+
+    @torch.inference_mode()
+    def encode_image(self, image) -> torch.Tensor:
+        """A PIL RGB image at the model's size -> its tokens (N,) by the VQ-VAE encoder."""
+        from .editing import image_to_tensor
+
+        vq = self.c.vqvae
+        dtype = next(vq.parameters()).dtype
+        return vq.encode(image_to_tensor(image, self.device, dtype))[0]
+
+    def edit_start(self, source, options) -> int:
+        """The timestep an edit of `source` starts from."""
+        from .editing import match_timestep, strength_timestep
+
+        length = self.num_timesteps
+        if options.strength >= 1 and options.start == "match":
+            return match_timestep(self.c.schedule, length, source.repaint_share)
+        return strength_timestep(self.c.schedule, length, options.strength)
+
+    @torch.inference_mode()
+    def edit_sources(self, sources: list, prompts: list[str], seeds: list[int], settings: Settings, options,
+                     on_step: StepCallback | None = None, events: Events | None = None, label: str = "editing") -> Generation:
+        """Edit sources[i] (editing.EditSource) with prompts[i] and seeds[i], all in one chunk. Rows
+        that start from the same timestep run through the network together (one t per call)."""
+        events = events or NO_EVENTS
+        from .editing import EditInfo, TokenEdit, match_timestep, paste_back
+
+        options.validate()
+        settings.validate(self.chain)
+        for source in dict((id(s), s) for s in sources).values():
+            if options.fill not in source.encoded:
+                source.encoded[options.fill] = self.encode_image(source.encoder_input(options.fill))
+        starts = [self.edit_start(s, options) for s in sources]
+        tokens: list = [None] * len(sources)
+        decoded: list = [None] * len(sources)  # what is decoded: the tokens, or with a predicted context
+        timesteps_of: dict[int, list[int]] = {}
+        warnings: list[str] = []
+        for t0 in dict.fromkeys(starts):
+            rows = [i for i, t in enumerate(starts) if t == t0]
+            x0 = torch.stack([sources[i].encoded[options.fill] for i in rows]).to(self.device)
+            repaint = torch.stack([torch.from_numpy(sources[i].repaint.reshape(-1)) for i in rows]).to(self.device)
+            edit = TokenEdit(x0, repaint, options.strength, options.keep, self.c.schedule, t0)
+            if options.paste and options.context == "predicted" and bool((~repaint).any()):
+                kept_share = float((~repaint).float().mean())
+                edit.context_timestep = match_timestep(self.c.schedule, self.num_timesteps, kept_share)
+            steps = len(timesteps_from(settings.schedule, self.num_timesteps, settings.steps or self.num_timesteps, t0))
+            events.steps_started(label, steps)
+            try:
+                x, timesteps, w = self.generate_tokens([prompts[i] for i in rows], [seeds[i] for i in rows], settings, on_step, edit=edit)
+            finally:
+                events.steps_finished()
+            timesteps_of[t0] = timesteps
+            warnings += w
+            shown = edit.decode_tokens if edit.decode_tokens is not None else x
+            for j, i in enumerate(rows):
+                tokens[i], decoded[i] = x[j], shown[j]
+        images = self.decode(torch.stack(decoded))
+        feather = options.feather if options.feather is not None else self.c.vqvae.cfg.scale // 2
+        edits = []
+        for i, source in enumerate(sources):
+            decoded_image = images[i]
+            if options.paste and source.pixel_mask is not None:
+                images[i] = paste_back(images[i], source.image, source.pixel_mask, feather)
+            edits.append(EditInfo(source, options, starts[i], len(timesteps_of[starts[i]]), {"feather": feather}, tokens[i],
+                                  source.encoded[options.fill], decoded_image))
+        return Generation(images, list(seeds), list(prompts), settings, timesteps_of[starts[0]], list(dict.fromkeys(warnings)), edits)

@@ -120,3 +120,24 @@ def timesteps_for(schedule: str, num_timesteps: int, steps: int) -> list[int]:
             return [num_timesteps - 1]
         return [int(t) for t in np.linspace(num_timesteps - 1, 0, steps).round()]
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def timesteps_from(schedule: str, num_timesteps: int, steps: int, start: int) -> list[int]:
+    """The timesteps of an edit whose chain starts at `start` (<= num_timesteps - 1) instead of the
+    top. From the top this is exactly timesteps_for(...).
+
+    strided:   the same density of steps as a full run: about 1 + (steps-1) * start/(num_timesteps-1)
+               steps spread from `start` down to 0 (a run of `steps` from the top costs `steps`; from
+               30% of the way, about 30% of them).
+    diffusers: the reference's last `steps` timesteps, those at or below `start`.
+    """
+    if start >= num_timesteps - 1:
+        return timesteps_for(schedule, num_timesteps, steps)
+    if schedule == "diffusers":
+        return list(range(min(start, steps - 1), -1, -1))
+    if schedule == "strided":
+        if steps == 1 or start == 0:
+            return [start]
+        n = min(start + 1, max(2, round(1 + (steps - 1) * start / (num_timesteps - 1))))
+        return list(dict.fromkeys(int(t) for t in np.linspace(start, 0, n).round()))
+    raise ValueError(f"unknown schedule {schedule!r}")

@@ -24,6 +24,7 @@ from .layout import VQGEN_FILE
 
 SCHEDULES = ("strided", "diffusers")  # schedule.timesteps_for says what each does
 SAMPLERS = ("posterior", "purity")
+FITS = ("crop", "pad", "stretch")  # how an edit's source image is fitted to the model's size (editing.py)
 
 
 @dataclass
@@ -52,6 +53,12 @@ DEFAULTS: dict = {
     "model": _defaults.MODEL, "revision": None, "prompt": None, "seed": None, "num_images": _defaults.NUM_IMAGES,
     **{f.name: f.default for f in fields(Settings)},
     "device": _defaults.DEVICE, "dtype": _defaults.DTYPE, "exact": _defaults.EXACT, "quantize": _defaults.QUANTIZE,
+}
+
+# What an edit adds (vqgen edit, Pipeline.edit; editing.py): resolved like every other setting.
+EDIT_DEFAULTS: dict = {
+    "strength": _defaults.EDIT_STRENGTH, "grow": _defaults.EDIT_GROW, "fit": _defaults.EDIT_FIT,
+    "paste": _defaults.EDIT_PASTE, "region": None,
 }
 
 GIVEN, IMAGE, MODEL, DEFAULT = "given", "image", "model", "default"
@@ -90,6 +97,15 @@ def check(name: str, value, chain=None) -> None:
         known = SCHEDULES if name == "schedule" else SAMPLERS
         if value not in known:
             raise SettingError(name, value, ", ".join(known), "unknown " + name + " {value!r}; use one of {allowed}")
+    elif name == "strength":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise SettingError(name, value, "a value in (0, 1] (1 repaints from the mask token, 0.3 keeps most of the image)")
+    elif name == "grow":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SettingError(name, value, "a whole number of tokens, 0 or more")
+    elif name == "fit":
+        if value not in FITS:
+            raise SettingError(name, value, ", ".join(FITS), "unknown " + name + " {value!r}; use one of {allowed}")
     elif name == "num_images":
         if value < 1:
             raise SettingError(name, value, "at least 1", "{name} {value}: the number of images must be at least 1")
@@ -159,6 +175,15 @@ def record_layer(record: dict) -> dict:
     mode = record.get("mode", "exact")
     layer["exact"], layer["quantize"] = mode == "exact", (mode if mode in ("int8",) else None)
     layer["prompt"] = record.get("prompt")
+    return layer
+
+
+def edit_record_layer(record: dict) -> dict:
+    """The edit settings of an edited image's record (its "edit" object), as a resolve() layer."""
+    edit = record.get("edit") if isinstance(record.get("edit"), dict) else {}
+    layer = {key: edit.get(key) for key in EDIT_DEFAULTS if edit.get(key) is not None}
+    if "region" in layer:
+        layer["region"] = tuple(layer["region"])
     return layer
 
 

@@ -31,11 +31,15 @@ class Job:
     guidance: float
     truncation: float
     name: str  # file name inside OUTDIR
+    image: str | None = None  # an edit's source image (vqgen edit), else None
+    mask: str | None = None
+    strength: float | None = None  # an edit's strength (1 when its line gives none)
 
     @property
     def group(self) -> tuple:
-        """What must be equal for jobs to share one network call."""
-        return (self.steps, self.guidance, self.truncation)
+        """What must be equal for jobs to share one network call (edits never share one with
+        generations; edits of different strengths start at different timesteps)."""
+        return (self.steps, self.guidance, self.truncation, self.image is not None, self.strength)
 
     def settings(self, base):
         """This job's pipeline Settings: the run's settings with the line's overrides."""
@@ -73,6 +77,9 @@ def expand(lines: list[PromptLine], base_seed: int, *, steps: int | None, guidan
                 guidance=line.guidance if line.guidance is not None else guidance,
                 truncation=line.truncation if line.truncation is not None else truncation,
                 name=file_name(index, seed, line.prompt, digits),
+                image=line.image,
+                mask=line.mask,
+                strength=(line.strength if line.strength is not None else defaults.EDIT_STRENGTH) if line.image else None,
             ))
     return jobs
 

@@ -13,12 +13,13 @@ import json
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import SettingError, UsageError
 from ..settings import check
 
 # Per-line keys a JSON Lines prompt file may use; anything else is a typo we would rather report.
-KEYS = ("prompt", "seed", "steps", "guidance", "truncation", "n")
+KEYS = ("prompt", "seed", "steps", "guidance", "truncation", "n", "image", "mask", "strength")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit value; keep seed + i inside it
 MAX_IMAGES_PER_LINE = 100_000
 
@@ -32,6 +33,9 @@ class PromptLine:
     guidance: float | None = None
     truncation: float | None = None
     n: int | None = None
+    image: str | None = None  # an edit (vqgen edit): the source image, its path resolved against the prompt file's folder
+    mask: str | None = None  # and its mask (none: a variation)
+    strength: float | None = None
 
 
 def read_source(source: str) -> bytes:
@@ -49,8 +53,9 @@ def read_source(source: str) -> bytes:
         raise UsageError(f"cannot read prompt file {source!r} ({e.strerror})") from None
 
 
-def parse(data: bytes, name: str = "prompts") -> list[PromptLine]:
-    """All prompt lines of a file's bytes; UsageError naming the first bad line."""
+def parse(data: bytes, name: str = "prompts", folder: str | Path | None = None) -> list[PromptLine]:
+    """All prompt lines of a file's bytes; UsageError naming the first bad line. A line's "image"
+    and "mask" paths are relative to `folder` (the prompt file's; None: the current folder)."""
     if data.startswith(b"\xef\xbb\xbf"):  # a BOM, as Windows editors write
         data = data[3:]
     entries: list[tuple[int, str]] = []
@@ -67,7 +72,8 @@ def parse(data: bytes, name: str = "prompts") -> list[PromptLine]:
     if not entries:
         raise UsageError(f"{name} has no prompts (blank lines and lines starting with # are skipped)")
     as_json = entries[0][1].startswith("{")
-    lines = [_json_line(n, t, name) if as_json else _text_line(n, t, name) for n, t in entries]
+    base = Path(folder) if folder is not None else Path(".")
+    lines = [_json_line(n, t, name, base) if as_json else _text_line(n, t, name) for n, t in entries]
     return lines
 
 
@@ -77,7 +83,7 @@ def _text_line(number: int, text: str, name: str) -> PromptLine:
     return PromptLine(number, text)
 
 
-def _json_line(number: int, text: str, name: str) -> PromptLine:
+def _json_line(number: int, text: str, name: str, base: Path = Path(".")) -> PromptLine:
     where = f"{name}:{number}"
     try:
         obj = json.loads(text)
@@ -102,7 +108,42 @@ def _json_line(number: int, text: str, name: str) -> PromptLine:
         check_line_setting(where, key, value)
     if seed is not None and n is not None and seed + n - 1 > MAX_SEED:
         raise UsageError(f"{where}: seed {seed} + n is too large; use a seed below {MAX_SEED - n + 1}")
-    return PromptLine(number, prompt.strip(), seed, steps, guidance, truncation, n)
+    image, mask = (_path(obj, key, where, base) for key in ("image", "mask"))
+    strength = _number(obj, "strength", where)
+    if image is None and (mask is not None or strength is not None):
+        raise UsageError(f"{where}: \"{'mask' if mask is not None else 'strength'}\" needs \"image\", the image to edit")
+    check_line_setting(where, "strength", strength)
+    return PromptLine(number, prompt.strip(), seed, steps, guidance, truncation, n, image, mask, strength)
+
+
+def _path(obj: dict, key: str, where: str, base: Path) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise UsageError(f"{where}: \"{key}\" must be a file path (relative to the prompt file's folder), not {json.dumps(value)}")
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def check_edit_files(lines: list[PromptLine], name: str) -> None:
+    """Every line's "image" and "mask" opened and checked (an image, not too large; a mask with
+    something to repaint) before any model loads; UsageError naming the line."""
+    from ..editing import open_image, read_mask
+
+    seen: dict = {}
+    for line in lines:
+        if line.image is None or (line.image, line.mask) in seen:
+            continue
+        where = f"{name}:{line.line}"
+        try:
+            image, _ = open_image(line.image, "image")
+            if line.mask is not None:
+                mask, _ = open_image(line.mask, "mask")
+                read_mask(mask, repr(line.mask), image.size)
+        except UsageError as e:
+            raise UsageError(f"{where}: {e}") from None
+        seen[(line.image, line.mask)] = True
 
 
 def check_line_setting(where: str, key: str, value, chain=None) -> None:

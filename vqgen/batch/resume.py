@@ -17,8 +17,29 @@ from ..metadata import read_record
 COMPARED = ("prompt", "seed", "steps", "guidance", "truncation", "schedule", "sampler")
 
 
+def _sha256(path: str | None, cache: dict = {}) -> str | None:  # noqa: B006 - a per-process cache of file hashes
+    if path is None:
+        return None
+    if path not in cache:
+        import hashlib
+
+        try:
+            cache[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            cache[path] = None
+    return cache[path]
+
+
+def expected_edit(job) -> dict | None:
+    """What an edit's record must say: the same source and mask files (by SHA-256), the same strength."""
+    if job.image is None:
+        return None
+    return {"image_sha256": _sha256(job.image), "mask_sha256": _sha256(job.mask), "strength": job.strength}
+
+
 def expected_record(job, settings, num_timesteps: int) -> dict:
     return {
+        "edit": expected_edit(job),
         "prompt": job.prompt,
         "seed": job.seed,
         "steps": job.steps or num_timesteps,
@@ -43,16 +64,26 @@ def state(path: Path, expected: dict) -> tuple[str, dict | None]:
         return "broken", None
     if record is None:
         return "different", None
-    same = all(record.get(k) == v for k, v in expected.items() if k in COMPARED)
+    same = all(record.get(k) == v for k, v in expected.items() if k in COMPARED) and _same_edit(record, expected)
     return ("done" if same else "different"), record
+
+
+def _same_edit(record: dict, expected: dict) -> bool:
+    want, have = expected.get("edit"), record.get("edit")
+    if want is None or have is None:
+        return want is None and have is None
+    return all(have.get(k) == v for k, v in want.items())
 
 
 def different_error(path: Path, record: dict | None, expected: dict) -> UsageError:
     if record is None:
         why = "it has no vqgen record"
     else:
-        key = next(k for k in COMPARED if record.get(k) != expected.get(k))
-        why = f"its {key} is {record.get(key)!r}, this run's is {expected.get(key)!r}"
+        key = next((k for k in COMPARED if record.get(k) != expected.get(k)), None)
+        if key is None:
+            why = "it was made from another source image, mask or strength" if expected.get("edit") else "it is an edit"
+        else:
+            why = f"its {key} is {record.get(key)!r}, this run's is {expected.get(key)!r}"
     return UsageError(f"{str(path)!r} already exists but was not made by this run ({why}); "
                       f"use another OUTDIR, or the same options and --seed as the run that made it")
 

@@ -34,6 +34,7 @@ class Runner:
         self.manifest_path = outdir / manifest.NAME
         self.counts = Counts()
         self._warned: set[str] = set()
+        self._sources: dict = {}  # (image, mask) -> editing.EditSource, each read and encoded once
         self._started = time.monotonic()
         self.busy_seconds = 0.0  # time spent in run(), for the images-per-minute figure
 
@@ -62,6 +63,9 @@ class Runner:
         for batch in batches(jobs, self.batch_size):
             numbers = [str(j.index + 1) for j in batch]  # not always consecutive: shares, groups
             label = f"  image {numbers[0]}" if len(batch) == 1 else "  images " + ",".join(numbers[:4]) + (",..." if len(numbers) > 4 else "")
+            if batch[0].image is not None:
+                self._run_edits(batch, label)  # the pipeline reports each run's steps (edits start part-way)
+                continue
             self.events.steps_started(label, batch[0].steps or self.pipe.num_timesteps)
             try:
                 self._run_batch(batch)
@@ -90,11 +94,49 @@ class Runner:
         for job, image in zip(batch, result.images):
             self._save(job, image, settings)
 
-    def _save(self, job: Job, image, settings) -> None:
+    def _run_edits(self, batch: list[Job], label: str) -> None:
+        """Edits (lines with "image"): the same retry and failure rules as generations."""
+        from ..editing import EditOptions
+
+        settings = batch[0].settings(self.base)
+        sources, ready = [], []
+        for job in batch:
+            key = (job.image, job.mask)
+            try:
+                if key not in self._sources:
+                    self._sources[key] = self.pipe.prepare_source(job.image, job.mask)
+            except Exception as error:  # noqa: BLE001 - one bad source must not end the run
+                self._fail(job, error)
+                continue
+            sources.append(self._sources[key])
+            ready.append(job)
+        if not ready:
+            return
+        try:
+            result = self.pipe.edit_sources(sources, [j.prompt for j in ready], [j.seed for j in ready], settings,
+                                            EditOptions(strength=ready[0].strength), on_step=self.events.step,
+                                            events=self.events, label=label)
+        except Exception as error:  # noqa: BLE001
+            self._free_memory()
+            if len(ready) > 1:
+                self.events.warning(f"a batch of {len(ready)} failed ({_describe(error)}); retrying its images one at a time")
+                for job in ready:
+                    self._run_edits([job], label)
+            else:
+                self._fail(ready[0], error)
+            return
+        for warning in result.warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                self.events.warning(warning)
+        for job, image, info in zip(ready, result.images, result.edits):
+            self._save(job, image, settings, info)
+
+    def _save(self, job: Job, image, settings, edit=None) -> None:
         from ..images import save_atomic
         from ..metadata import image_record, png_info
 
-        record = image_record(self.pipe, job.prompt, job.seed, settings)
+        record = image_record(self.pipe, job.prompt, job.seed, settings, edit=edit)
         path = self.outdir / job.name
         try:
             save_atomic(image, path, pnginfo=png_info(record))

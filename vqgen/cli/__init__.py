@@ -38,11 +38,12 @@ def _root(
 
 
 from . import generate, info  # noqa: E402,F401  (registers commands on app)
+from . import edit  # noqa: E402,F401
 from . import download, models  # noqa: E402,F401
 from . import batch  # noqa: E402,F401
 from . import train_demo  # noqa: E402,F401
 
-COMMANDS = {"generate", "info", "download", "models", "batch", "train-demo"}
+COMMANDS = {"generate", "edit", "info", "download", "models", "batch", "train-demo"}
 TOP_LEVEL_OPTIONS = {"-h", "--help", "--version"}
 
 

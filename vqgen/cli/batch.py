@@ -20,7 +20,7 @@ MAX_BATCH_SIZE = 1024  # a typo guard: far above what fits in any GPU's memory a
 @app.command()
 @shared_options
 def batch(
-    prompts: str = typer.Argument(..., help="Text file, one prompt per line (or JSON Lines with prompt/seed/steps/guidance/truncation/n); - for stdin."),
+    prompts: str = typer.Argument(..., help="Text file, one prompt per line (or JSON Lines with prompt/seed/steps/guidance/truncation/n, and image/mask/strength for edits, paths relative to the file); - for stdin."),
     outdir: Path = typer.Argument(..., help="Folder for the images and manifest.jsonl; created if missing. Re-running skips finished images."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Base seed: image j of the file gets SEED+j (a line's own seed wins). Default: the last run's in OUTDIR, else random."),
     num_images: Optional[int] = typer.Option(None, "--num-images", "-n", help="Images per prompt line (a line's own n wins; default 1)."),
@@ -44,7 +44,9 @@ def batch(
     world = distributed.detect()
     if prompts == "-" and world.size > 1:
         raise UsageError("PROMPTS - (stdin) cannot be split across torchrun processes; save the prompts to a file")
-    lines = promptlib.parse(promptlib.read_source(prompts), "<stdin>" if prompts == "-" else prompts)
+    lines = promptlib.parse(promptlib.read_source(prompts), "<stdin>" if prompts == "-" else prompts,
+                            None if prompts == "-" else Path(prompts).expanduser().parent)
+    promptlib.check_edit_files(lines, "<stdin>" if prompts == "-" else prompts)
     from ..images import ensure_folder
 
     ensure_folder(outdir, "OUTDIR")

@@ -23,6 +23,7 @@ FLAGS = {
     "truncation": "--truncation", "schedule": "--schedule", "sampler": "--sampler", "purity_weight": "--purity-weight",
     "seed": "--seed", "num_images": "-n", "device": "--device", "dtype": "--dtype", "quantize": "--quantize",
     "precision": "--precision", "dry_run": "--dry-run", "batch_size": "--batch-size", "prompt": "PROMPT",
+    "strength": "--strength", "grow": "--grow", "fit": "--fit", "region": "--region", "image": "IMAGE", "mask": "--mask",
 }
 
 

@@ -31,6 +31,11 @@ def info(
     for key, value in record.items():
         if key == "versions":
             value = ", ".join(f"{k} {v}" for k, v in value.items())
+        if key == "edit" and isinstance(value, dict):
+            for k, v in value.items():  # one row each: edit.image_sha256, edit.strength, ...
+                if v is not None:
+                    table.add_row(f"edit.{k}", ",".join(map(str, v)) if isinstance(v, list) else str(v))
+            continue
         if value is not None:
             table.add_row(key, str(value))
     Console().print(table)
