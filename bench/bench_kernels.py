@@ -46,6 +46,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)  # the prompts are encoded in inference mode; nothing here needs autograd
     if not (args.folder / "model_index.json").exists():
         print(f"building a random ITHQ-width checkpoint with {args.layers} layers in {args.folder} ...", file=sys.stderr)
         build_checkpoint(args.folder, args.layers)
