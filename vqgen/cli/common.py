@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import time
 from typing import Optional
 
 import typer
@@ -139,3 +141,44 @@ def read_vqgen_record(path, what: str) -> dict:
     if record is None:
         raise UsageError(f"{what} {str(path)!r} carries no vqgen metadata (it was not made by vqgen, or its text chunks were stripped)")
     return record
+
+
+class ImageWriter:
+    """The `on_images` callback of `vqgen generate` and `vqgen edit`: writes each image of a chunk
+    as soon as the chunk exists (next free name unless --overwrite, metadata, atomic save) and
+    prints its path or JSON line; `contact_sheet` then writes the --grid sheet."""
+
+    def __init__(self, pipe, prompt: str, seeds: list[int], settings, paths: list, *, overwrite: bool, json_output: bool):
+        self.pipe, self.prompt, self.seeds, self.settings, self.paths = pipe, prompt, seeds, settings, paths
+        self.overwrite, self.json_output = overwrite, json_output
+        self.events = None  # the TerminalEvents the run draws with; set once it is open
+        self.written = []
+        self.began = time.perf_counter()
+
+    def __call__(self, first: int, chunk) -> None:
+        from ..images import free_path, save_atomic
+        from ..metadata import image_record, png_info
+
+        seconds = (time.perf_counter() - self.began) / len(chunk.images)
+        edits = chunk.edits or [None] * len(chunk.images)
+        for i, (image, edit) in enumerate(zip(chunk.images, edits), start=first):
+            record = image_record(self.pipe, self.prompt, self.seeds[i], self.settings, edit=edit)
+            path = self.paths[i] if self.overwrite else free_path(self.paths[i])
+            if path != self.paths[i]:
+                self.events.message(f"{self.paths[i]} exists; writing {path} (use --overwrite to replace)")
+            save_atomic(image, path, png_info(record))
+            self.written.append(image)
+            if self.json_output:
+                print(json.dumps({"path": str(path), "seconds": round(seconds, 3), **record}, ensure_ascii=False), flush=True)
+            else:
+                print(path, flush=True)
+        self.began = time.perf_counter()
+
+    def contact_sheet(self) -> None:
+        from ..images import contact_sheet, free_path, save_atomic
+
+        first = self.paths[0]
+        sheet_path = first.with_name(f"{first.stem.rsplit('-', 1)[0]}-grid{first.suffix}")
+        sheet_path = sheet_path if self.overwrite else free_path(sheet_path)
+        save_atomic(contact_sheet(self.written), sheet_path)
+        print(json.dumps({"path": str(sheet_path), "grid": True}) if self.json_output else sheet_path, flush=True)

@@ -6,8 +6,6 @@ input before the model loads (nothing is written on a mistake), and writes the i
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +14,7 @@ import typer
 from ..errors import UsageError
 from . import app
 from .common import (
-    check_kernels, describe_sources, find_model, given_settings, load_pipeline, read_vqgen_record, shared_options,
+    ImageWriter, check_kernels, describe_sources, find_model, given_settings, load_pipeline, read_vqgen_record, shared_options,
 )
 from .progress import TerminalEvents, say
 
@@ -49,8 +47,7 @@ def edit(
     prints the path of each image written, one per line."""
     from ..device import resolve_device
     from ..editing import EditOptions, open_image, parse_region, read_mask
-    from ..images import contact_sheet, free_path, output_paths, prepare_folder, save_atomic, slugify
-    from ..metadata import image_record, png_info
+    from ..images import output_paths, prepare_folder, slugify
     from ..pipeline import random_seed
     from ..settings import DEFAULTS, EDIT_DEFAULTS, edit_record_layer, model_recommended, record_layer, resolve
 
@@ -112,33 +109,14 @@ def edit(
         seed = random_seed()
         say(f"seed {seed}", quiet)
     seeds = [seed + i for i in range(num_images)]
-    written = []
-    began = [time.perf_counter()]
-
-    def write(first: int, chunk) -> None:
-        seconds = (time.perf_counter() - began[0]) / len(chunk.images)
-        for i, (picture, info) in enumerate(zip(chunk.images, chunk.edits), start=first):
-            record = image_record(pipe, prompt, seeds[i], settings, edit=info)
-            path = paths[i] if overwrite else free_path(paths[i])
-            if path != paths[i]:
-                events.message(f"{paths[i]} exists; writing {path} (use --overwrite to replace)")
-            save_atomic(picture, path, png_info(record))
-            written.append(picture)
-            if json_output:
-                print(json.dumps({"path": str(path), "seconds": round(seconds, 3), **record}, ensure_ascii=False), flush=True)
-            else:
-                print(path, flush=True)
-        began[0] = time.perf_counter()
-
+    write = ImageWriter(pipe, prompt, seeds, settings, paths, overwrite=overwrite, json_output=json_output)
     with TerminalEvents(quiet) as events:
+        write.events = events
         pipe.run_edits([prepared] * num_images, [prompt] * num_images, seeds, settings, edit_options, events=events, on_images=write)
 
     # 5. The contact sheet.
     if grid and num_images > 1:
-        sheet_path = paths[0].with_name(f"{paths[0].stem.rsplit('-', 1)[0]}-grid{paths[0].suffix}")
-        sheet_path = sheet_path if overwrite else free_path(sheet_path)
-        save_atomic(contact_sheet(written), sheet_path)
-        print(json.dumps({"path": str(sheet_path), "grid": True}) if json_output else sheet_path, flush=True)
+        write.contact_sheet()
 
 
 def _match(from_image: str, what: str, path: str, sha: str, recorded: str | None) -> None:
