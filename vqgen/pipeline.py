@@ -113,11 +113,26 @@ class Pipeline:
         """Images for prompts[i] with seeds[i], chunk_size at a time through the network (a chunk
         changes no image, only the memory a run needs). The whole Generation is returned at the
         end; on_images(first, chunk) gets each chunk as it is made (its images are first, first+1, ...)."""
+        steps = settings.steps or self.num_timesteps
+
+        def chunk(first: int, last: int, step: StepCallback, events: Events, label: str) -> Generation:
+            events.steps_started(label, steps)
+            try:
+                return self.generate(prompts[first:last], seeds[first:last], settings, on_step=step)
+            finally:
+                events.steps_finished()
+
+        return self._in_chunks(chunk, prompts, seeds, settings, "denoising", events, on_step, on_images, chunk_size)
+
+    def _in_chunks(self, chunk, prompts: list[str], seeds: list[int], settings: Settings, label: str, events: Events | None,
+                   on_step: StepCallback | None, on_images: ImagesCallback | None, chunk_size: int) -> Generation:
+        """The chunk loop run() and run_edits() share: chunk(first, last, step, events, label)
+        makes images first..last-1; this relays steps, warnings and on_images, and joins the parts."""
         events = events or NO_EVENTS
         if chunk_size < 1:
             raise SettingError("chunk_size", chunk_size, "at least 1")
-        total, steps = len(prompts), settings.steps or self.num_timesteps
-        images, warnings, timesteps = [], [], []
+        total = len(prompts)
+        images, warnings, timesteps, edits = [], [], [], None
 
         def step(done: int, of: int) -> None:
             events.step(done, of)
@@ -126,19 +141,17 @@ class Pipeline:
 
         for first in range(0, total, chunk_size):
             last = min(first + chunk_size, total)
-            events.steps_started("denoising" if total == 1 else f"images {first + 1}-{last} of {total}", steps)
-            try:
-                part = self.generate(prompts[first:last], seeds[first:last], settings, on_step=step)
-            finally:
-                events.steps_finished()
+            part = chunk(first, last, step, events, label if total == 1 else f"images {first + 1}-{last} of {total}")
             for warning in dict.fromkeys(part.warnings):
                 events.warning(warning)
             if on_images is not None:
                 on_images(first, part)
             images += part.images
+            if part.edits is not None:
+                edits = (edits or []) + part.edits
             warnings += [w for w in part.warnings if w not in warnings]
             timesteps = part.timesteps
-        return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings)
+        return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings, edits)
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], seeds: list[int], settings: Settings, on_step: StepCallback | None = None) -> Generation:
@@ -289,31 +302,12 @@ class Pipeline:
                   chunk_size: int = defaults.CHUNK_SIZE) -> Generation:
         """Edits of sources[i] (editing.EditSource) with prompts[i] and seeds[i], in chunks, with
         the same callbacks and events as run()."""
-        events = events or NO_EVENTS
-        if chunk_size < 1:
-            raise SettingError("chunk_size", chunk_size, "at least 1")
-        total = len(prompts)
-        images, warnings, timesteps, edits = [], [], [], []
 
-        def step(done: int, of: int) -> None:
-            events.step(done, of)
-            if on_step is not None:
-                on_step(done, of)
-
-        for first in range(0, total, chunk_size):
-            last = min(first + chunk_size, total)
-            label = "editing" if total == 1 else f"images {first + 1}-{last} of {total}"
-            part = self.edit_sources(sources[first:last], prompts[first:last], seeds[first:last], settings, options,
+        def chunk(first: int, last: int, step: StepCallback, events: Events, label: str) -> Generation:
+            return self.edit_sources(sources[first:last], prompts[first:last], seeds[first:last], settings, options,
                                      on_step=step, events=events, label=label)
-            for warning in dict.fromkeys(part.warnings):
-                events.warning(warning)
-            if on_images is not None:
-                on_images(first, part)
-            images += part.images
-            edits += part.edits
-            warnings += [w for w in part.warnings if w not in warnings]
-            timesteps = part.timesteps
-        return Generation(images, list(seeds), list(prompts), settings, timesteps, warnings, edits)
+
+        return self._in_chunks(chunk, prompts, seeds, settings, "editing", events, on_step, on_images, chunk_size)
 
     def edit_timesteps(self, source, options, settings: Settings) -> list[int]:
         """The timesteps an edit of `source` runs (its first is where the chain starts)."""
