@@ -110,6 +110,9 @@ def run_one(impl: str, folder: Path, args) -> dict:
         pipe = Pipeline.from_folder(folder, device=str(device), dtype=dtype, exact=exact, quantize=quantize)
         sync()
         loaded = time.perf_counter()
+        if args.load_only:
+            return {"load_s": loaded - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    "converted": pipe.c.converted.action}
         settings = Settings(steps=args.steps, schedule="diffusers", guidance=args.guidance, truncation=args.truncation)
 
         def run():
@@ -155,6 +158,7 @@ def main() -> None:
     p.add_argument("--modes", default="exact,fast", help=f"vqgen modes to run, comma-separated, of {','.join(MODES)}")
     p.add_argument("--child", choices=["diffusers", *MODES], help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.child:
@@ -169,14 +173,23 @@ def main() -> None:
     unknown = set(modes) - set(MODES)
     if unknown:
         sys.exit(f"unknown mode(s) {sorted(unknown)}; use {','.join(MODES)}")
-    results = {}
-    for impl in ("diffusers", *modes):
-        cmd = [sys.executable, __file__, "--child", impl, "--folder", str(folder)] + [
+    results, first_loads = {}, {}
+    # vqgen's converted weights go to a fresh folder: each converting mode's first load converts
+    # and writes them (timed alone, load only), and its run then loads them as every later run does.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HF_HOME": tempfile.mkdtemp(prefix="vqgen-bench-home-")}
+
+    def child(impl: str, *extra: str) -> dict:
+        cmd = [sys.executable, __file__, "--child", impl, "--folder", str(folder), *extra] + [
             f"--{k}={getattr(args, k)}" for k in ("steps", "guidance", "truncation", "seed", "device", "dtype", "threads")]
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0:
             sys.exit(f"{impl} failed:\n{out.stderr}")
-        results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    for impl in ("diffusers", *modes):
+        if impl != "diffusers":
+            first_loads[impl] = child(impl, "--load-only")
+        results[impl] = child(impl)
     args.layers = json.loads((folder / "transformer" / "config.json").read_text())["num_layers"]
     d = results["diffusers"]
     for r in results.values():
@@ -186,12 +199,16 @@ def main() -> None:
     from vqgen.kernels import cpu_summary
 
     cpu = cpu_summary() if args.device == "cpu" else args.device
+    for impl, first in first_loads.items():
+        results[impl]["first_load_s"], results[impl]["first_load_rss_mb"] = first["load_s"], first["peak_rss_mb"]
+    results["diffusers"]["first_load_s"], results["diffusers"]["first_load_rss_mb"] = d["load_s"], d["peak_rss_mb"]
     if args.json:
         print(json.dumps({"args": vars(args) | {"folder": str(folder)}, "cpu": cpu, **results}, default=str))
         return
     print(f"device {args.device} ({cpu}), --dtype {args.dtype} for exact, {args.layers} layers at ITHQ widths, "
           f"{args.steps} steps, guidance {args.guidance}, threads {args.threads or 'default'}")
-    rows = [("step (s)", "step_s"), ("run (s)", "run_s"), ("load (s)", "load_s"), ("peak RSS (MB)", "peak_rss_mb")]
+    rows = [("step (s)", "step_s"), ("run (s)", "run_s"), ("load (s)", "load_s"), ("peak RSS (MB)", "peak_rss_mb"),
+            ("first load (s)", "first_load_s"), ("its RSS (MB)", "first_load_rss_mb")]
     if args.device.startswith("cuda"):
         rows.append(("peak CUDA (MB)", "peak_cuda_mb"))
     header = f"{'':16}{'diffusers':>11}" + "".join(f"{m:>11}{'ratio':>7}" for m in modes)
@@ -199,7 +216,8 @@ def main() -> None:
     for label, key in rows:
         print(f"{label:16}{d[key]:11.2f}" + "".join(f"{results[m][key]:11.2f}{results[m][key] / d[key]:7.2f}" for m in modes))
     print(f"{'same tokens':16}{'':11}" + "".join(f"{results[m]['same_tokens']:11.1%}{'':7}" for m in modes))
-    print("(ratio = vqgen / diffusers; below 1 is better)")
+    print("(ratio = vqgen / diffusers; below 1 is better. load: with the converted weights kept from an earlier load, "
+          "as every run but the first; first load: converting and keeping them, load only)")
 
 
 if __name__ == "__main__":

@@ -47,20 +47,20 @@ def kernels(weight: torch.Tensor, bias: torch.Tensor) -> dict:
     f = cpu_features()
     out = {"float32, torch default": lambda x: F.linear(x, weight, bias)}
     if f["onednn"]:
-        packed32 = fast_layers.PackedLinear(weight, bias, torch.float32, 2048)
+        packed32 = fast_layers.PackedLinear.from_float(weight, bias, torch.float32, 2048)
         out["float32, oneDNN packed"] = packed32
     if f["onednn_bf16"]:
-        packed16 = fast_layers.PackedLinear(weight, bias, torch.bfloat16, 2048)
+        packed16 = fast_layers.PackedLinear.from_float(weight, bias, torch.bfloat16, 2048)
         out["bfloat16, oneDNN packed"] = lambda x: packed16(x.to(torch.bfloat16))
     else:  # what --dtype bfloat16 runs on a CPU without oneDNN's bf16 GEMM
         w16, b16 = weight.to(torch.bfloat16), bias.to(torch.bfloat16)
         out["bfloat16, torch default"] = lambda x: F.linear(x.to(torch.bfloat16), w16, b16)
     if fast_layers.onednn_int8_available():
         levels = fast_layers.activation_levels()
-        q = fast_layers.QuantLinear(weight, bias, torch.float32, levels=levels)
+        q = fast_layers.QuantLinear.from_float(weight, bias, torch.float32, levels=levels)
         out[f"int8, oneDNN u8 x s8 ({levels} levels)"] = q
     elif f["vnni"]:  # the fallback vqgen uses without oneDNN's int8 linear (without VNNI it is ~100x slower)
-        out["int8, torch._int_mm"] = fast_layers.Int8Linear(weight, bias, torch.float32)
+        out["int8, torch._int_mm"] = fast_layers.Int8Linear.from_float(weight, bias, torch.float32)
     return out
 
 

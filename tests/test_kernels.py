@@ -92,8 +92,8 @@ def test_packed_linear_is_the_linear_and_fuses_swish(dtype, tol):
     torch.manual_seed(0)
     linear = nn.Linear(96, 160)
     x = torch.randn(2, 50, 96)
-    packed = PackedLinear(linear.weight.detach(), linear.bias.detach(), dtype, 100)
-    swish = PackedLinear(linear.weight.detach(), linear.bias.detach(), dtype, 100, post="swish")
+    packed = PackedLinear.from_float(linear.weight.detach(), linear.bias.detach(), dtype, 100)
+    swish = PackedLinear.from_float(linear.weight.detach(), linear.bias.detach(), dtype, 100, post="swish")
     with torch.inference_mode():
         ref, got, got_swish = linear(x), packed(x.to(dtype)), swish(x.to(dtype))
     assert got.shape == ref.shape and got.dtype == dtype
@@ -102,9 +102,9 @@ def test_packed_linear_is_the_linear_and_fuses_swish(dtype, tol):
 
 
 def _int8_layers():
-    layers = [Int8Linear]
+    layers = [Int8Linear.from_float]
     if fast_layers.onednn_int8_available():
-        layers += [QuantLinear, functools.partial(QuantLinear, levels=63)]  # 63: a CPU without VNNI
+        layers += [QuantLinear.from_float, functools.partial(QuantLinear.from_float, levels=63)]  # 63: a CPU without VNNI
     return layers
 
 
@@ -123,7 +123,7 @@ def test_int8_linear_is_close_a_quarter_of_the_weight_and_batch_invariant(layer,
     assert rel < 0.02, rel  # 8-bit weights and activations: about 1% error
     # A sample's result never depends on the rest of the batch (guided [uncond ; cond], -n 4).
     assert torch.equal(alone[0], got[1])
-    w = q.weight_t if layer is Int8Linear else q.weight
+    w = q.weight_t if isinstance(q, Int8Linear) else q.weight
     assert w.dtype == torch.int8 and 4 * w.numel() * w.element_size() == linear.weight.numel() * linear.weight.element_size()
     # A sample that is all zeros stays finite (its scale is clamped, not zero).
     assert torch.isfinite(q(torch.zeros(1, 128).to(dtype))).all()
@@ -138,13 +138,16 @@ def test_fused_attention_and_feed_forward_compute_the_blocks_maths(kind):
     torch.manual_seed(0)
     attn, ff = Attention(64, 4, 16, 64), ReferenceFF(64, 256)
     if kind == "packed":
-        make, tol = (lambda w, b, post="none": PackedLinear(w.detach(), None if b is None else b.detach(), torch.float32, 64, post)), 1e-5
+        make, tol = (lambda w, b, post="none": PackedLinear.from_float(w.detach(), b.detach(), torch.float32, 64, post)), 1e-5
     else:
         layer = QuantLinear if fast_layers.onednn_int8_available() else Int8Linear
-        make, tol = (lambda w, b, post="none": layer(w.detach(), None if b is None else b.detach(), torch.float32, post)), 5e-2
+        make, tol = (lambda w, b, post="none": layer.from_float(w.detach(), b.detach(), torch.float32, post)), 5e-2
     x = torch.randn(2, 30, 64)
+    (up_w, up_b), (down_w, down_b) = fast_layers.feed_forward_weights(ff)
+    fused_attn = SelfAttention(make(*fast_layers.q_k_v_weights(attn)), make(attn.out.weight, attn.out.bias), attn.num_heads, attn.head_dim)
+    fused_ff = FeedForward(make(up_w, up_b, post="swish"), make(down_w, down_b))
     with torch.inference_mode():
-        for ref_module, fused in ((attn, SelfAttention(attn, make)), (ff, FeedForward(ff, make))):
+        for ref_module, fused in ((attn, fused_attn), (ff, fused_ff)):
             ref, got = ref_module(x), fused(x)
             assert ((got - ref).norm() / ref.norm()) < tol
 
@@ -158,7 +161,7 @@ def test_timestep_norm_is_the_ada_layer_norm():
     for p in norm.parameters():
         nn.init.normal_(p, std=0.5)  # else the projection starts near zero and the test could not fail
     x = torch.randn(3, 20, 64)
-    table = TimestepNorm(norm, torch.float32)
+    table = TimestepNorm(fast_layers.timestep_table(norm))
     with torch.inference_mode():
         for t in (torch.tensor(11), torch.tensor([0, 5, 11])):
             ref = norm(x, t)

@@ -13,6 +13,11 @@ About 95% of a step is the blocks' Linear layers, so these are the step's speed:
 - FeedForward: y * sigmoid(1.702 y) = silu(1.702 y) / 1.702, so the up projection is scaled by
   1.702 and fused with oneDNN's swish, and the down projection absorbs the 1 / 1.702.
 None of this is the reference's arithmetic: `exact` keeps the model's own modules.
+
+Each Linear kind has two halves: `convert(weight, bias, dtype)`, the costly part, whose tensors
+(bfloat16 weights, int8 codes and scales) are what converted.py caches on disk; and the
+constructor, which only packs those tensors for its kernel (copying them, so that a memory-mapped
+source can be released). `from_float` is both in one call.
 """
 
 from __future__ import annotations
@@ -38,21 +43,37 @@ def activation_levels() -> int:
 class PackedLinear(nn.Module):
     """y = post(x @ W.T + b) with W packed once for oneDNN (float32 or bfloat16)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, batch_hint: int, post: str = "none"):
+    @staticmethod
+    def convert(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        tensors = {"weight": weight.to(dtype).contiguous()}
+        if bias is not None:
+            tensors["bias"] = bias.to(dtype)
+        return tensors
+
+    @classmethod
+    def from_float(cls, weight, bias, dtype: torch.dtype, batch_hint: int, post: str = "none") -> PackedLinear:
+        return cls(cls.convert(weight, bias, dtype), batch_hint, post)
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_hint: int, post: str = "none"):
         super().__init__()
+        weight, bias = tensors["weight"], tensors.get("bias")
         self.out_features, self.post = weight.shape[0], post
-        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(weight.to(dtype).contiguous(), batch_hint), persistent=False)
-        self.register_buffer("bias", None if bias is None else bias.to(dtype).clone(), persistent=False)
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), batch_hint), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.weight, self.bias, self.post, [], "")
+        x = x.to(self.weight.dtype).contiguous()  # a float32 residual stream into a bfloat16 GEMM
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.post, [], "")
 
 
-def _int8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W_q int8 (N, K), scale (N,)): symmetric, 127 levels per output channel."""
+def quantize_weight(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The int8 layers' tensors: codes int8 (N, K) and scale (N,), symmetric, 127 levels per output
+    channel; bias float32 (zeros when the Linear has none). dtype is unused: the int8 layers keep
+    their scales and bias in float32 whatever they output."""
     w = weight.float()
     scale = torch.linalg.vector_norm(w, float("inf"), dim=1).clamp_(min=1e-12) / 127  # max |w|, one pass, no copy
-    return torch.div(w, scale[:, None]).round_().to(torch.int8), scale
+    codes = torch.div(w, scale[:, None]).round_().to(torch.int8)
+    return {"codes": codes, "scale": scale, "bias": torch.zeros(codes.shape[0]) if bias is None else bias.float()}
 
 
 class QuantLinear(nn.Module):
@@ -65,16 +86,21 @@ class QuantLinear(nn.Module):
     depends on the rest of the batch: the int32 accumulation is exact. Without VNNI, x gets 7 bits
     (codes 1..127): the AVX2 u8 x s8 instruction adds pairs of products in saturating int16."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype, post: str = "none", *,
-                 levels: int | None = None):
+    convert = staticmethod(quantize_weight)
+
+    @classmethod
+    def from_float(cls, weight, bias, out_dtype: torch.dtype, post: str = "none", *, levels: int | None = None) -> QuantLinear:
+        return cls(cls.convert(weight, bias), out_dtype, post, levels=levels)
+
+    def __init__(self, tensors: dict[str, torch.Tensor], out_dtype: torch.dtype, post: str = "none", *, levels: int | None = None):
         super().__init__()
         levels = levels or activation_levels()
-        self.out_features, self.post, self.out_dtype, self.levels = weight.shape[0], post, out_dtype, levels
-        w_q, scale = _int8_per_channel(weight)
-        self.register_buffer("weight", torch.ops.onednn.qlinear_prepack(w_q, None), persistent=False)
-        self.register_buffer("scale", scale, persistent=False)
-        self.register_buffer("zero", torch.zeros(w_q.shape[0], dtype=torch.long), persistent=False)
-        self.register_buffer("bias", torch.zeros(w_q.shape[0]) if bias is None else bias.float().clone(), persistent=False)
+        codes = tensors["codes"]
+        self.out_features, self.post, self.out_dtype, self.levels = codes.shape[0], post, out_dtype, levels
+        self.register_buffer("weight", torch.ops.onednn.qlinear_prepack(codes.contiguous(), None), persistent=False)
+        self.register_buffer("scale", tensors["scale"].clone(), persistent=False)
+        self.register_buffer("zero", torch.zeros(codes.shape[0], dtype=torch.long), persistent=False)
+        self.register_buffer("bias", tensors["bias"].clone(), persistent=False)
         self.zero_point = levels + 1  # uint8 codes 1 .. 2 * levels + 1
         self.register_buffer("center", torch.tensor(self.zero_point + 0.5), persistent=False)  # +0.5: rounds
 
@@ -95,37 +121,39 @@ class Int8Linear(nn.Module):
     """y = post((q(x) @ q(W).T) * s_x * s_W + b): W quantised once per output channel, x per token
     at run time (symmetric, 127 levels), the product accumulated in int32 by torch._int_mm."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype, post: str = "none"):
+    convert = staticmethod(quantize_weight)
+
+    @classmethod
+    def from_float(cls, weight, bias, out_dtype: torch.dtype, post: str = "none") -> Int8Linear:
+        return cls(cls.convert(weight, bias), out_dtype, post)
+
+    def __init__(self, tensors: dict[str, torch.Tensor], out_dtype: torch.dtype, post: str = "none"):
         super().__init__()
-        self.out_features, self.post, self.out_dtype = weight.shape[0], post, out_dtype
-        w_q, scale = _int8_per_channel(weight)
-        self.register_buffer("weight_t", w_q.t().contiguous(), persistent=False)  # (K, N)
-        self.register_buffer("scale", scale, persistent=False)
-        self.register_buffer("bias", None if bias is None else bias.float().clone(), persistent=False)
+        codes = tensors["codes"]
+        self.out_features, self.post, self.out_dtype = codes.shape[0], post, out_dtype
+        self.register_buffer("weight_t", codes.t().contiguous(), persistent=False)  # (K, N)
+        self.register_buffer("scale", tensors["scale"].clone(), persistent=False)
+        self.register_buffer("bias", tensors["bias"].clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         x_scale = x2.abs().amax(dim=1, keepdim=True).float().clamp_(min=1e-12) / 127  # (M, 1)
         q = torch.round(x2 / x_scale).clamp_(-127, 127).to(torch.int8)
-        y = torch._int_mm(q, self.weight_t).float().mul_(x_scale).mul_(self.scale)
-        if self.bias is not None:
-            y.add_(self.bias)
+        y = torch._int_mm(q, self.weight_t).float().mul_(x_scale).mul_(self.scale).add_(self.bias)
         if self.post == "swish":
             y = F.silu(y)
         return y.to(self.out_dtype).view(*shape[:-1], -1)
 
 
 class SelfAttention(nn.Module):
-    """A block's self-attention (transformer.Attention, kv=None) with q, k, v as one GEMM."""
+    """A block's self-attention (transformer.Attention, kv=None) with q, k, v as one GEMM: qkv is
+    a Linear of the three weights stacked (q_k_v_weights)."""
 
-    def __init__(self, attn: nn.Module, make):
+    def __init__(self, qkv: nn.Module, out: nn.Module, num_heads: int, head_dim: int):
         super().__init__()
-        self.num_heads, self.head_dim = attn.num_heads, attn.head_dim
-        weight = torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]).float()
-        bias = torch.cat([attn.q.bias, attn.k.bias, attn.v.bias]).float()
-        self.qkv = make(weight, bias)
-        self.out = make(attn.out.weight, attn.out.bias)
+        self.num_heads, self.head_dim = num_heads, head_dim
+        self.qkv, self.out = qkv, out
 
     def forward(self, x: torch.Tensor, kv=None) -> torch.Tensor:
         B, N, _ = x.shape
@@ -134,32 +162,52 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim))
 
 
+def q_k_v_weights(attn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """SelfAttention.qkv's (3 D, D) weight and (3 D,) bias, from a transformer.Attention."""
+    return (torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]).float(),
+            torch.cat([attn.q.bias, attn.k.bias, attn.v.bias]).float())
+
+
+def feed_forward_weights(ff: nn.Module) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """FeedForward's ((up weight, bias), (down weight, bias)) from a transformer.FeedForward, the
+    1.702 folded in: up(x) = 1.702 y, fused with swish, and down divides by 1.702 again."""
+    return ((ff.up.weight.float() * GELU_APPROX, ff.up.bias.float() * GELU_APPROX),
+            (ff.down.weight.float() / GELU_APPROX, ff.down.bias.float()))
+
+
+class FeedForward(nn.Module):
+    """transformer.FeedForward as up (with swish fused) then down (feed_forward_weights)."""
+
+    def __init__(self, up: nn.Module, down: nn.Module):
+        super().__init__()
+        self.up, self.down = up, down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.up(x))
+
+
+def timestep_table(norm: nn.Module) -> torch.Tensor:
+    """(T, 2 D) float32: an AdaLayerNorm's scale and shift for every timestep, from its weights as
+    stored."""
+    weight, bias = norm.proj.weight.float(), norm.proj.bias.float()
+    return F.linear(F.silu(norm.time.weight.float()), weight, bias)
+
+
 class TimestepNorm(nn.Module):
     """transformer.AdaLayerNorm with scale and shift looked up, not computed: they depend on the
-    timestep only, so proj(silu(embedding(t))) is made once for every t (in float32, from the
-    weights as stored) and the embedding and projection are dropped."""
+    timestep only, so proj(silu(embedding(t))) is made once for every t (timestep_table) and the
+    embedding and projection are dropped. The norm is taken in x's dtype (the residual stream's)
+    and written in out_dtype, the dtype of the layer it feeds."""
 
-    def __init__(self, norm: nn.Module, dtype: torch.dtype):
+    def __init__(self, table: torch.Tensor, out_dtype: torch.dtype | None = None):
         super().__init__()
-        weight, bias = norm.proj.weight.float(), norm.proj.bias.float()
-        table = F.linear(F.silu(norm.time.weight.float()), weight, bias)  # (T, 2 D): scale, then shift
-        self.register_buffer("table", table.to(dtype), persistent=False)
+        self.out_dtype = out_dtype or table.dtype
+        self.register_buffer("table", table.clone(), persistent=False)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B, N, D); t one timestep for the whole batch (0-d) or one per sample (B,)."""
         scale, shift = self.table[t].chunk(2, dim=-1)  # (D,) each, or (B, D) each
         if t.dim() == 1:
             scale, shift = scale[:, None], shift[:, None]
-        return torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=1e-5), 1 + scale)
-
-
-class FeedForward(nn.Module):
-    """transformer.FeedForward with the 1.702 folded into the weights and the activation fused."""
-
-    def __init__(self, ff: nn.Module, make):
-        super().__init__()
-        self.up = make(ff.up.weight.float() * GELU_APPROX, ff.up.bias.float() * GELU_APPROX, post="swish")
-        self.down = make(ff.down.weight.float() / GELU_APPROX, ff.down.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.up(x))
+        normed = F.layer_norm(x, x.shape[-1:], eps=1e-5)
+        return torch.addcmul(shift, normed, 1 + scale, out=torch.empty(normed.shape, dtype=self.out_dtype, device=x.device))

@@ -87,6 +87,15 @@ class Plan:
     warnings: tuple[str, ...] = field(default=())
 
     @property
+    def residual_dtype(self) -> torch.dtype:
+        """The blocks' residual stream (embeddings, norms, the sums between layers): float32 where
+        the Linear kernels take any input (oneDNN's, int8), so that only the GEMMs' inputs and
+        outputs are rounded to bfloat16, never the sum that 36 blocks accumulate into (on the shapes
+        yardstick a bfloat16 stream cost 3 points on unseen pairs); torch's own Linear layers need
+        their input in their weight's dtype."""
+        return self.dtype if self.linear in ("onednn", "int8") else self.transformer_dtype
+
+    @property
     def mode(self) -> str:
         return "exact" if self.exact else (self.quantize or "fast")
 
@@ -133,6 +142,7 @@ _BLOCK_LINEAR = re.compile(r"^blocks\.\d+\.(?:attn1\.(?:q|k|v|out)|attn2\.(?:q|o
 _HEAD = ("head.", "norm_out.")
 # The AdaLayerNorms' timestep embedding and projection, which non-exact plans turn into tables.
 _ADA_NORM = re.compile(r"^blocks\.\d+\.norm[12]\.(?:time|proj)\.")
+_TEXT_KV = re.compile(r"^blocks\.\d+\.attn2\.[kv]\.")
 
 
 def weight_dtype(plan: Plan, key: str) -> torch.dtype | None:
@@ -143,47 +153,99 @@ def weight_dtype(plan: Plan, key: str) -> torch.dtype | None:
         return None
     if not plan.exact and _ADA_NORM.match(key):
         return None  # read once into float32 for the timestep tables
-    if not plan.exact and key.startswith(_HEAD):
+    if plan.exact or _TEXT_KV.match(key):
+        return plan.transformer_dtype  # the cross-attention's keys and values go into attention as they are
+    if key.startswith(_HEAD):
         return plan.dtype  # the logits feed the sampler: keep the head as wide as the rest
-    return plan.transformer_dtype
+    return plan.residual_dtype  # embeddings and the LayerNorms: the residual stream
+
+
+# The Linear layers each block swaps (all but the cross-attention's k and v, which run once per
+# generation, on the text); the names are the converted tensors' prefixes in a block.
+_SWAPPED = ("attn1.qkv", "attn1.out", "attn2.q", "attn2.out", "ff.up", "ff.down")
+
+
+def _linear_kind(plan: Plan):
+    """The fast_layers class behind the plan's Linear layers (None: torch's own)."""
+    if plan.linear == "onednn":
+        return fast_layers.PackedLinear
+    if plan.linear == "int8":
+        return fast_layers.QuantLinear if fast_layers.onednn_int8_available() else fast_layers.Int8Linear
+    return None
 
 
 @torch.no_grad()  # else each converted weight would keep its float32 intermediates alive for autograd
-def apply_plan(transformer: nn.Module, plan: Plan) -> nn.Module:
-    """Swap the blocks' Linear layers for the plan's kernels (in place; the originals are freed):
+def convert_block(block: nn.Module, plan: Plan) -> dict[str, torch.Tensor]:
+    """A block's weights in the plan's form (the costly half of apply_plan, what converted.py caches):
+    the AdaLayerNorms' timestep tables, and each swapped Linear's converted tensors (bfloat16
+    weights, or int8 codes and scales) with q/k/v stacked and the feed-forward's 1.702 folded in."""
+    dtype = plan.transformer_dtype
+    tensors = {f"{name}.table": fast_layers.timestep_table(getattr(block, name)).to(plan.residual_dtype) for name in ("norm1", "norm2")}
+    kind = _linear_kind(plan)
+    if kind is None:
+        return tensors
+    up, down = fast_layers.feed_forward_weights(block.ff)
+    sources = {"attn1.qkv": fast_layers.q_k_v_weights(block.attn1), "attn1.out": (block.attn1.out.weight, block.attn1.out.bias),
+               "attn2.q": (block.attn2.q.weight, block.attn2.q.bias), "attn2.out": (block.attn2.out.weight, block.attn2.out.bias),
+               "ff.up": up, "ff.down": down}
+    for name in _SWAPPED:
+        weight, bias = sources[name]
+        tensors.update({f"{name}.{key}": value for key, value in kind.convert(weight, bias, dtype).items()})
+    return tensors
+
+
+def replaced_weights(block: nn.Module, plan: Plan) -> list[torch.Tensor]:
+    """The weights of a block (as loaded) that install_block replaces: their pages can go once
+    convert_block has read them."""
+    norms = [w for norm in (block.norm1, block.norm2) for w in (norm.time.weight, norm.proj.weight, norm.proj.bias)]
+    if _linear_kind(plan) is None:
+        return norms
+    a1, a2, ff = block.attn1, block.attn2, block.ff
+    return norms + [m.weight for m in (a1.q, a1.k, a1.v, a1.out, a2.q, a2.out, ff.up, ff.down)]
+
+
+def install_block(block: nn.Module, tensors: dict[str, torch.Tensor], plan: Plan, batch_hint: int) -> None:
+    """Swap a block's modules for the plan's, made from convert_block's tensors (the cheap half:
+    packing for the kernel), and release the weights they replace."""
+    replaced = replaced_weights(block, plan)
+    block.norm1, block.norm2 = (fast_layers.TimestepNorm(tensors[f"{name}.table"], plan.transformer_dtype) for name in ("norm1", "norm2"))
+    kind = _linear_kind(plan)
+    if kind is not None:
+        def make(name, post="none"):
+            own = {key.rsplit(".", 1)[1]: value for key, value in tensors.items() if key.rsplit(".", 1)[0] == name}
+            return kind(own, batch_hint, post) if kind is fast_layers.PackedLinear else kind(own, plan.transformer_dtype, post)
+
+        attn1 = block.attn1
+        block.attn1 = fast_layers.SelfAttention(make("attn1.qkv"), make("attn1.out"), attn1.num_heads, attn1.head_dim)
+        block.attn2.q, block.attn2.out = make("attn2.q"), make("attn2.out")
+        block.ff = fast_layers.FeedForward(make("ff.up", post="swish"), make("ff.down"))
+    for tensor in replaced:
+        release(tensor)
+
+
+def caches_conversion(plan: Plan) -> bool:
+    """Whether the plan's converted weights are worth a file on disk (converted.py): bfloat16 and
+    int8 weights are a half and a quarter of the float32 file, and making them costs seconds; a
+    float32 plan's conversion is a concatenation and a scaling, no cheaper to read back than to redo,
+    and a plan on torch's own Linear layers converts only the small timestep tables."""
+    return plan.linear == "int8" or (plan.linear == "onednn" and plan.transformer_dtype != torch.float32)
+
+
+@torch.no_grad()
+def apply_plan(transformer: nn.Module, plan: Plan, converted=None) -> nn.Module:
+    """Swap the blocks' layers for the plan's kernels (in place; the originals are freed):
     self-attention with one q/k/v GEMM, the feed-forward with its activation fused, the
-    cross-attention's q and out. Its k and v (run once per generation, on the text) and the
-    output head stay as loaded. Every non-exact plan also turns the AdaLayerNorms into timestep
-    tables (fast_layers.TimestepNorm)."""
+    cross-attention's q and out, and the AdaLayerNorms as timestep tables (fast_layers). Its k and
+    v (run once per generation, on the text) and the output head stay as loaded.
+    converted: block index -> that block's convert_block tensors, made earlier (converted.py's
+    cache); None converts here."""
     if plan.exact:
         return transformer
     transformer.softmax_dtype = torch.float32
-    for block in transformer.blocks:
-        for name in ("norm1", "norm2"):
-            norm = getattr(block, name)
-            setattr(block, name, fast_layers.TimestepNorm(norm, plan.transformer_dtype))
-            for tensor in (norm.time.weight, norm.proj.weight, norm.proj.bias):
-                release(tensor)
-    if plan.linear == "torch":
-        return transformer
-    make = _linear_factory(plan, batch_hint=2 * transformer.cfg.num_tokens)  # guided: [uncond ; cond]
-    for block in transformer.blocks:
-        replaced = [block.attn1.q, block.attn1.k, block.attn1.v, block.attn1.out, block.attn2.q, block.attn2.out,
-                    block.ff.up, block.ff.down]
-        block.attn1 = fast_layers.SelfAttention(block.attn1, make)
-        block.attn2.q = make(block.attn2.q.weight, block.attn2.q.bias)
-        block.attn2.out = make(block.attn2.out.weight, block.attn2.out.bias)
-        block.ff = fast_layers.FeedForward(block.ff, make)
-        for linear in replaced:
-            release(linear.weight)
+    batch_hint = 2 * transformer.cfg.num_tokens  # guided: [uncond ; cond]
+    for i, block in enumerate(transformer.blocks):
+        tensors = converted(i) if converted is not None else convert_block(block, plan)
+        install_block(block, tensors, plan, batch_hint)
+        for tensor in tensors.values():
+            release(tensor)  # a cached file's pages, once packed
     return transformer
-
-
-def _linear_factory(plan: Plan, batch_hint: int):
-    """make(weight, bias, post="none") -> the plan's Linear module."""
-    dtype = plan.transformer_dtype
-    if plan.linear == "onednn":
-        return lambda w, b, post="none": fast_layers.PackedLinear(w, b, dtype, batch_hint, post)
-    if fast_layers.onednn_int8_available():
-        return lambda w, b, post="none": fast_layers.QuantLinear(w, b, dtype, post)
-    return lambda w, b, post="none": fast_layers.Int8Linear(w, b, dtype, post)

@@ -18,6 +18,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import ScheduleConfig, TransformerConfig, VQVAEConfig, read_json
 from .errors import CheckpointError
+from .converted import Converted, converted_weights
 from .kernels import Plan, apply_plan, plan_for, weight_dtype
 from .layout import NULL_FOLDER, PIPELINE_CLASS
 from .schedule import Chain, NoiseSchedule
@@ -33,6 +34,7 @@ class Components:
     vqvae: VQVAE
     schedule: NoiseSchedule
     weight_files: dict[str, str]  # component -> file actually read
+    converted: Converted = Converted("none")  # the transformer's converted weights: made, read or written (converted.py)
 
 
 def check_model_folder(folder: Path) -> dict:
@@ -173,14 +175,18 @@ def load_learned_null(folder: Path, device, dtype, files: dict) -> torch.Tensor 
     return state["embeddings"].to(device=device, dtype=dtype)
 
 
-def load_components(folder: Path, device: torch.device, dtype: torch.dtype, plan: Plan | None = None) -> Components:
-    """The model's modules; the transformer's kernels follow `plan` (default: exact, in dtype)."""
+def load_components(folder: Path, device: torch.device, dtype: torch.dtype, plan: Plan | None = None,
+                    cache_converted: bool | None = None) -> Components:
+    """The model's modules; the transformer's kernels follow `plan` (default: exact, in dtype), its
+    converted weights cached on disk unless cache_converted is False (converted.py)."""
     folder = Path(folder)
     check_model_folder(folder)
     plan = plan or plan_for(device, dtype, exact=True)
     files: dict[str, str] = {}
     schedule = NoiseSchedule(read_schedule_config(folder))
-    transformer = apply_plan(load_network(folder, "transformer", device, plan.dtype, lambda key: weight_dtype(plan, key), files), plan)
+    transformer = load_network(folder, "transformer", device, plan.dtype, lambda key: weight_dtype(plan, key), files)
+    blocks, converted = converted_weights(transformer, plan, Path(files["transformer"]), cache_converted)
+    apply_plan(transformer, plan, blocks)
     if schedule.num_classes != transformer.cfg.num_classes:
         raise CheckpointError(
             f"scheduler has {schedule.num_classes} classes but the transformer {transformer.cfg.num_classes}; the model folder is inconsistent"
@@ -194,4 +200,4 @@ def load_components(folder: Path, device: torch.device, dtype: torch.dtype, plan
             f"vqvae has {vqvae.cfg.num_codes} codes but the transformer predicts {transformer.cfg.num_classes - 1}; the model folder is inconsistent"
         )
     text_encoder = load_text_encoder(folder, device, dtype, files)
-    return Components(text_encoder, transformer, vqvae, schedule, files)
+    return Components(text_encoder, transformer, vqvae, schedule, files, converted)

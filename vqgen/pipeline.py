@@ -58,18 +58,22 @@ class Pipeline:
         self.device = plan.device
         self.dtype = plan.transformer_dtype  # what the network runs in; the sampler is float32
         self.warnings = list(plan.warnings)  # about the setup (a slow dtype, ...), for the caller to show
+        if components.converted.warning:
+            self.warnings.append(components.converted.warning)
         self.recommended = model_recommended(model.path)  # the model's own settings (its vqgen.json)
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = defaults.DEVICE, dtype: str | torch.dtype | None = defaults.DTYPE,
                     resolved: ResolvedModel | None = None, *, exact: bool = defaults.EXACT,
-                    quantize: str | None = defaults.QUANTIZE) -> Pipeline:
+                    quantize: str | None = defaults.QUANTIZE, cache_converted: bool | None = None) -> Pipeline:
         """Load a model folder. exact: the reference's arithmetic, bit for bit (else the fastest
-        faithful kernels for the device, kernels.py); quantize="int8": int8 Linear layers (CPU)."""
+        faithful kernels for the device, kernels.py); quantize="int8": int8 Linear layers (CPU).
+        cache_converted: keep the converted weights of a large model on disk for the next load
+        (None: unless VQGEN_CONVERTED_CACHE=0; converted.py)."""
         dev = resolve_device(device)
         plan = plan_for(dev, None if dtype is None else resolve_dtype(dtype, dev), exact=exact, quantize=quantize)
         resolved = resolved or ResolvedModel(path=Path(folder), name=str(folder))
-        return cls(load_components(Path(folder), dev, plan.dtype, plan), plan, resolved)
+        return cls(load_components(Path(folder), dev, plan.dtype, plan, cache_converted), plan, resolved)
 
     @property
     def chain(self) -> Chain:

@@ -102,8 +102,7 @@ class DiscreteTransformer(nn.Module):
     def text_memory(self, text: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys and values of every block for text (B, L, E). They never change
         between denoising steps, so a generation computes them once."""
-        text = text.to(self.token_embedding.weight.dtype)
-        return [block.attn2.keys_values(text) for block in self.blocks]
+        return [block.attn2.keys_values(text.to(block.attn2.k.weight.dtype)) for block in self.blocks]
 
     def logits(self, ids: torch.Tensor, t: int | torch.Tensor, memory: list) -> torch.Tensor:
         """ids (B, N) -> unnormalised logits of x0 (B, N, K-1), in the head's dtype: the one
