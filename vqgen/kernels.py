@@ -11,7 +11,9 @@ About 95% of a step is the transformer's Linear layers, so the kernel behind the
     path there) and torch's default (MKL) elsewhere.
   * GPUs: the requested dtype (float16 by default).
   On the CPU the blocks' Linear layers are packed once, q/k/v run as one GEMM and the
-  feed-forward's activation is fused into its GEMM (fast_layers.py).
+  feed-forward's activation is fused into its GEMM (fast_layers.py). Only the GEMMs (and the
+  attention between them) run in bfloat16: the residual stream that the blocks add into stays
+  float32 (Plan.residual_dtype).
 - int8 (`quantize="int8"`, CPU): the blocks' Linear layers with int8 weights (one scale per output
   channel) and activations quantised per token at run time, through oneDNN's int8 GEMM (VNNI
   where the CPU has it); the rest of the block in bfloat16 where the CPU has it.
