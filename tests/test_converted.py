@@ -119,3 +119,16 @@ def test_verbose_says_where_the_converted_weights_are(home, model, capsys):
     assert "converted weights written to" in capsys.readouterr().err
     assert main(args) == 0
     assert "converted weights read from" in capsys.readouterr().err
+
+
+def test_vqgen_models_lists_them_and_drops_those_of_a_deleted_model(home, model, tmp_path, monkeypatch, capsys):
+    from vqgen.cli import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))  # an empty hub cache
+    path = Pipeline.from_folder(model, device="cpu", quantize="int8").c.converted.path
+    assert main(["models"]) == 0
+    err = capsys.readouterr().err
+    assert "converted weights" in err and "1 file(s)" in err and str(home) in err
+    shutil.rmtree(model)  # the model is gone (as after `hf cache rm`): its converted copy goes too
+    assert main(["models"]) == 0
+    assert not path.exists() and "converted weights" not in capsys.readouterr().err

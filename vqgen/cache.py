@@ -8,6 +8,8 @@ take every folder of the hub cache for a repo and report a foreign one as a corr
   fp16-<commit>.json   the manifest of a finished fp16 download (paths and sizes), written last, so a
                        snapshot without it is never taken for complete;
   <commit>/            the fp32 model converted to safetensors, renamed into place only when whole.
+and, not tied to a repo, `converted/`: a large transformer's weights converted for a kernel mode
+(bfloat16, int8), written by converted.py, each file naming the weight file it was made from.
 Both belong to a snapshot of the hub cache: once that snapshot is gone (`hf cache rm`), they are
 garbage, and the next run deletes them. Older vqgen versions kept them in `<HF_HUB_CACHE>/vqgen/`;
 they are moved on first use.
@@ -21,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -368,3 +371,56 @@ def remove_commit(cache: Path, repo_id: str, commit: str) -> None:
     for blob in (rdir / "blobs").glob("*") if (rdir / "blobs").is_dir() else []:
         if os.path.realpath(blob) not in used:
             blob.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# The converted transformer weights (written and read by converted.py; listed and pruned here,
+# without torch, for `vqgen models`)
+# ---------------------------------------------------------------------------------------------
+
+_STALE_TMP_SECONDS = 24 * 3600  # a temporary file this old belongs to a writer that died
+
+
+def converted_weights_dir() -> Path:
+    return vqgen_home() / "converted"
+
+
+def safetensors_metadata(path: Path) -> dict:
+    """The __metadata__ of a safetensors file's header ({} if it has none); OSError/ValueError if unreadable."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if size > 100 << 20:
+            raise ValueError("header too large")
+        meta = json.loads(f.read(size)).get("__metadata__")
+    return meta if isinstance(meta, dict) else {}
+
+
+def converted_entries() -> list[Path]:
+    folder = converted_weights_dir()
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def prune_converted(keep: Path | None = None, format_version: str | None = None) -> None:
+    """Delete converted weights whose weight file is gone or changed (its model was removed or
+    updated), those of another format version when one is given, and temporary files of writers
+    that died. Best effort: what cannot be read or deleted now is left for the next time."""
+    folder = converted_weights_dir()
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for entry in folder.iterdir():
+        try:
+            if entry.name.startswith("."):
+                if now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
+                    entry.unlink()
+                continue
+            if entry == keep or entry.suffix != ".safetensors":
+                continue
+            meta = safetensors_metadata(entry)
+            source = Path(meta.get("source") or "")
+            stat = source.stat() if source.is_absolute() and source.is_file() else None
+            if ((format_version is not None and meta.get("vqgen_converted") != format_version) or stat is None
+                    or str(stat.st_size) != meta.get("size") or str(stat.st_mtime_ns) != meta.get("mtime_ns")):
+                entry.unlink()
+        except (OSError, ValueError):
+            continue

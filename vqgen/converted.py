@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 
 from . import kernels
-from .cache import _truthy, vqgen_home
+from .cache import _truthy, converted_weights_dir, prune_converted, safetensors_metadata
 from .checkpoint import read_safetensors, release
 from .errors import CheckpointError
 
@@ -45,7 +44,6 @@ MIN_PARAMETERS = 100_000_000  # ITHQ's transformer has 1.36e9; the bundled shape
 ENV = "VQGEN_CONVERTED_CACHE"
 _DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int8: "I8", torch.uint8: "U8",
                 torch.int32: "I32", torch.int64: "I64"}
-_STALE_TMP_SECONDS = 24 * 3600  # a temporary file this old belongs to a writer that died
 
 
 @dataclass(frozen=True)
@@ -63,10 +61,6 @@ class Converted:
             size = self.path.stat().st_size / 1e9 if self.path.exists() else 0
             return f"converted weights written to {self.path} ({size:.1f} GB; later loads read them; {ENV}=0 turns this off)"
         return None
-
-
-def folder() -> Path:
-    return vqgen_home() / "converted"
 
 
 def enabled(requested: bool | None) -> bool:
@@ -87,7 +81,7 @@ def identity(source: Path, plan: kernels.Plan) -> dict[str, str]:
 
 def entry_path(ident: dict[str, str]) -> Path:
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
-    return folder() / f"transformer-{ident['mode']}-{ident['dtype']}-{digest}.safetensors"
+    return converted_weights_dir() / f"transformer-{ident['mode']}-{ident['dtype']}-{digest}.safetensors"
 
 
 def converted_weights(transformer: nn.Module, plan: kernels.Plan, source: Path, requested: bool | None = None):
@@ -105,10 +99,10 @@ def converted_weights(transformer: nn.Module, plan: kernels.Plan, source: Path, 
         return blocks, Converted("read", path)
     try:
         _write(path, ident, transformer, plan)
-        _prune(keep=path)
+        prune_converted(keep=path, format_version=str(FORMAT))
     except OSError as e:
         reason = e.strerror or str(e)
-        return None, Converted("converted", warning=f"could not keep the converted weights in {folder()} ({reason}); "
+        return None, Converted("converted", warning=f"could not keep the converted weights in {converted_weights_dir()} ({reason}); "
                                                     f"they are converted again at every load ({ENV}=0 skips trying)")
     blocks = _open(path, ident, len(transformer.blocks))
     if blocks is None:  # written but unreadable: convert in memory rather than fail
@@ -122,7 +116,7 @@ def _open(path: Path, ident: dict[str, str], num_blocks: int):
         return None
     try:
         tensors = read_safetensors(path, "converted transformer")
-        if _metadata(path) != ident:
+        if safetensors_metadata(path) != ident:
             raise CheckpointError("identity differs")
         first = {k.removeprefix("blocks.0."): v for k, v in tensors.items() if k.startswith("blocks.0.")}
         expected = {f"blocks.{i}.{k}": (v.dtype, v.shape) for i in range(num_blocks) for k, v in first.items()}
@@ -132,12 +126,6 @@ def _open(path: Path, ident: dict[str, str], num_blocks: int):
         path.unlink(missing_ok=True)
         return None
     return lambda i: {k: tensors[f"blocks.{i}.{k}"] for k in first}
-
-
-def _metadata(path: Path) -> dict | None:
-    with open(path, "rb") as f:
-        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-    return header.get("__metadata__")
 
 
 @torch.no_grad()
@@ -185,26 +173,3 @@ def _write(path: Path, ident: dict[str, str], transformer: nn.Module, plan: kern
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _prune(keep: Path) -> None:
-    """Delete entries whose weight file is gone or changed, and temporary files of dead writers."""
-    now = time.time()
-    for entry in folder().iterdir():
-        try:
-            if entry.name.startswith("."):
-                if now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
-                    entry.unlink()
-                continue
-            if entry == keep or entry.suffix != ".safetensors":
-                continue
-            meta = _metadata(entry) or {}
-            if meta.get("vqgen_converted") != str(FORMAT):
-                entry.unlink()  # made by another version's arithmetic: never read again
-                continue
-            source = Path(meta.get("source", ""))
-            stat = source.stat() if meta.get("source") and source.exists() else None
-            if stat is None or str(stat.st_size) != meta.get("size") or str(stat.st_mtime_ns) != meta.get("mtime_ns"):
-                entry.unlink()
-        except (OSError, ValueError):
-            continue

@@ -25,14 +25,20 @@ def models(
     a repo (or one revision of it) from the cache, blobs and vqgen's conversions included. The
     cache is HF_HUB_CACHE (default HF_HOME/hub); vqgen's own files are in HF_HOME/vqgen.
     """
-    from ..cache import hub_cache, list_models, remove_commit
+    from ..cache import converted_entries, converted_weights_dir, hub_cache, list_models, prune_converted, remove_commit
     from ..hub import human, short
 
     cache = hub_cache()
     found = list_models(cache)
+    prune_converted()  # converted weights of a model removed with the Hub's own tools
     if remove is None:
         if revision or yes:
             raise UsageError("--revision and --yes go with --remove REPO_ID")
+        entries = converted_entries()
+        if entries:
+            size = sum(e.stat().st_size for e in entries)
+            say(f"converted weights (bfloat16 / int8 copies made at load): {len(entries)} file(s), {human(size)} in "
+                f"{converted_weights_dir()}; made again when deleted")
         if not found:
             say(f"no VQ-Diffusion models in {cache}; fetch one with `vqgen download microsoft/vq-diffusion-ithq`")
             return
@@ -59,4 +65,5 @@ def models(
             return
     for m in targets:
         remove_commit(cache, m.repo_id, m.commit)
+    prune_converted()  # and the weights converted from them
     say(f"removed {summary}")
