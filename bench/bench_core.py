@@ -11,7 +11,9 @@ Builds one random checkpoint with diffusers (ITHQ transformer widths: 16 heads x
 32x32 tokens, text width 512; the ITHQ VQ-VAE; a CLIP ViT-B/32-shaped text encoder), saves it,
 then runs each implementation in its own fresh process (so peak memory is its own) with the same
 prompt, seed and settings, and prints time per step, whole run, load time, peak memory, and the
-ratios. It checks that exact made diffusers' tokens, and says how many tokens each other mode
+ratios. Each vqgen mode first loads once alone, in a fresh HF_HOME: that is its first load, which
+converts the weights and keeps the converted copy (vqgen/converted.py); its timed run then loads
+as every later run does. It checks that exact made diffusers' tokens, and says how many tokens each other mode
 shares with them (a random network at full depth is chaotic: agreement is measured properly by
 bench/bench_kernels.py). The CPU's flags are printed with the table.
 """

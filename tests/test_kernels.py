@@ -189,6 +189,10 @@ def test_fast_modes_stay_close_to_exact(exact_pipe, diffusers_folder, mode):
     assert isinstance(block.attn2.k, nn.Linear)  # run once per generation, on the text
     assert type(block.norm1) is type(block.norm2) is TimestepNorm  # tables: the embeddings and projections are gone
     assert pipe.c.transformer.head.weight.dtype == torch.float32  # the logits stay float32 in every mode
+    # Only the GEMMs run narrow: the residual stream (embeddings, norms, timestep tables) is float32.
+    transformer = pipe.c.transformer
+    assert {transformer.token_embedding.weight.dtype, block.norm3.weight.dtype, block.norm1.table.dtype} == {torch.float32}
+    assert block.attn2.k.weight.dtype == plan.transformer_dtype  # the text's keys and values meet q in attention
     with torch.inference_mode():
         text, _ = exact_pipe.encode_prompts(["a red bus"], guided=True)
         torch.manual_seed(1)

@@ -16,7 +16,8 @@ About 95% of a step is the transformer's Linear layers, so the kernel behind the
   float32 (Plan.residual_dtype).
 - int8 (`quantize="int8"`, CPU): the blocks' Linear layers with int8 weights (one scale per output
   channel) and activations quantised per token at run time, through oneDNN's int8 GEMM (VNNI
-  where the CPU has it); the rest of the block in bfloat16 where the CPU has it.
+  where the CPU has it); their outputs and the attention in bfloat16 where the CPU has it, over the
+  float32 residual stream.
 The text encoder, the VQ-VAE and the sampler's maths stay float32 (in the requested dtype) in every
 mode: they are a small share of the time, and the sampler's float32 keeps the random draws' meaning.
 """
