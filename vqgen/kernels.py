@@ -106,6 +106,8 @@ class Plan:
         name = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
         kernel = {"torch": "torch default GEMM", "onednn": "oneDNN GEMM", "int8": "int8 weights and dynamic int8 activations"}[self.linear]
         where = cpu_summary() if self.device.type == "cpu" else str(self.device)
+        if self.residual_dtype != self.transformer_dtype:
+            kernel += f"; {name[self.residual_dtype]} residual stream"
         return (f"{self.mode}: transformer {name[self.transformer_dtype]} ({kernel}), text encoder and VQ-VAE "
                 f"{name[self.dtype]}, sampler float32; {where}")
 
