@@ -8,11 +8,11 @@ take every folder of the hub cache for a repo and report a foreign one as a corr
   fp16-<commit>.json   the manifest of a finished fp16 download (paths and sizes), written last, so a
                        snapshot without it is never taken for complete;
   <commit>/            the fp32 model converted to safetensors, renamed into place only when whole.
-and, not tied to a repo, `converted/`: a large transformer's weights converted for a kernel mode
-(bfloat16, int8), written by converted.py, each file naming the weight file it was made from.
 Both belong to a snapshot of the hub cache: once that snapshot is gone (`hf cache rm`), they are
 garbage, and the next run deletes them. Older vqgen versions kept them in `<HF_HUB_CACHE>/vqgen/`;
-they are moved on first use.
+they are moved on first use. Beside the repos, `converted/` holds a large transformer's weights
+converted for a kernel mode (bfloat16, int8; written by converted.py), each file naming the weight
+file it was made from: it goes once that file is gone or changed (prune_converted).
 Nothing here imports torch or huggingface_hub: `vqgen models` answers at once.
 """
 

@@ -26,7 +26,7 @@ from .errors import CheckpointError
 DIFFUSERS_STEMS = ("diffusion_pytorch_model", "diffusion_pytorch_model")
 TRANSFORMERS_STEMS = ("model", "pytorch_model")
 
-_SAFETENSORS_DTYPES = {
+SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
 }
@@ -99,7 +99,7 @@ def read_safetensors(path: Path, component: str) -> dict[str, torch.Tensor]:
         if name == "__metadata__":
             continue
         try:
-            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            dtype = SAFETENSORS_DTYPES[info["dtype"]]
             shape = [int(d) for d in info["shape"]]
             start, end = (int(o) for o in info["data_offsets"])
         except (KeyError, TypeError, ValueError):

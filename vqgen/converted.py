@@ -36,14 +36,13 @@ from torch import nn
 
 from . import kernels
 from .cache import _truthy, converted_weights_dir, prune_converted, safetensors_metadata
-from .checkpoint import read_safetensors, release
+from .checkpoint import SAFETENSORS_DTYPES, read_safetensors, release
 from .errors import CheckpointError
 
 FORMAT = 1  # bump when convert_block's arithmetic or names change: older files are then ignored
 MIN_PARAMETERS = 100_000_000  # ITHQ's transformer has 1.36e9; the bundled shapes model 4e6
 ENV = "VQGEN_CONVERTED_CACHE"
-_DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int8: "I8", torch.uint8: "U8",
-                torch.int32: "I32", torch.int64: "I64"}
+_DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}  # what the header calls each dtype
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,9 @@ def load_pipeline(resolved, device, dtype, *, quiet: bool, exact: bool = False, 
                                     exact=exact, quantize=quantize)
     if verbose:
         say(f"kernels: {pipe.plan.describe()}", quiet)
-        if pipe.c.converted.describe():
-            say(pipe.c.converted.describe(), quiet)
+        converted = pipe.c.converted.describe()
+        if converted:
+            say(converted, quiet)
     for warning in pipe.warnings:
         say(f"warning: {warning}", quiet)
     return pipe
